@@ -1,0 +1,55 @@
+"""In-parallel pruning-quantization for training (CLIP-Q style).
+
+The full-precision weight stays the trainable parameter. At every forward the
+mask and the quantization are recomputed from it, the layer computes with the
+compressed weight, and the gradient passes straight through to the
+full-precision weight (including pruned ones, which may win their place back
+before the plan is made hard).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from autocompress.compress._layers import compressible_layers
+from autocompress.compress._quantizers import dequantize, quantize
+from autocompress.plan import LayerSetting, Plan
+
+
+class FakeQuantize(nn.Module):
+    """A weight parametrization: compressed values forward, identity gradient backward."""
+
+    def __init__(self, setting: LayerSetting) -> None:
+        super().__init__()
+        self.setting = setting
+        self.kmeans_levels: torch.Tensor | None = None  # warm start: one Lloyd step per forward
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            quantized = quantize(weight, self.setting, kmeans_init=self.kmeans_levels)
+            if self.setting.quantizer == "kmeans":
+                self.kmeans_levels = quantized.table.float()
+            hard = dequantize(quantized).to(weight.dtype)
+        return weight + (hard - weight).detach()
+
+
+def attach_fake_quant_(model: nn.Module, plan: Plan) -> nn.Module:
+    """Parametrize every plan layer's weight with :class:`FakeQuantize` (in place)."""
+    layers = compressible_layers(model)
+    plan.check_layers(layers)
+    for name, setting in plan.layers.items():
+        module = layers[name]
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        parametrize.register_parametrization(module, "weight", FakeQuantize(setting))
+    return model
+
+
+def detach_fake_quant_(model: nn.Module) -> nn.Module:
+    """Remove the parametrizations, leaving the full-precision weights (in place)."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    return model

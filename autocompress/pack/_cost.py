@@ -1,0 +1,78 @@
+"""Exact byte cost of one compressed layer, and the choice of its sparse index.
+
+Three encodings of a layer's codes, the cheapest chosen per layer:
+
+* ``dense``: no index; every weight stores a code of ``bit_width(n_levels + 1)``
+  bits, zero being code 0.
+* ``bitmap``: one bit per weight marks the kept ones; each kept weight stores
+  ``bit_width(n_levels)`` bits.
+* ``gap``: relative indexing (Deep Compression): for each kept weight, the
+  number of zeros before it in a ``g``-bit field; the all-ones field is an
+  escape that skips ``2**g - 1`` positions. ``g`` is chosen by exact cost.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import torch
+
+from autocompress.pack._bits import bit_width, packed_length
+
+# after the kind byte: quantizer u8, bits u8, encoding u8, gap width u8, n_levels u16, n_kept u32
+CODES_FIELDS = struct.Struct("<BBBBHI")
+GAP_COUNT = struct.Struct("<I")
+TABLE_ITEM_BYTES = 2  # fp16
+ENCODINGS = ("dense", "bitmap", "gap")
+MAX_GAP_WIDTH = 16
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Bytes of one compressed layer's entry, by part."""
+
+    encoding: str
+    gap_width: int
+    gap_fields: int
+    values: int
+    index: int
+    codebook: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.values + self.index + self.codebook + self.overhead
+
+
+def zero_runs(kept_flat: torch.Tensor) -> torch.Tensor:
+    """Number of pruned weights before each kept weight (since the previous kept one)."""
+    positions = torch.nonzero(kept_flat.reshape(-1)).reshape(-1)
+    previous = torch.cat([positions.new_full((1,), -1), positions[:-1]])
+    return positions - previous - 1
+
+
+def gap_field_count(runs: torch.Tensor, width: int) -> int:
+    """Fields the gap encoding at ``width`` bits needs: one per kept weight plus escapes."""
+    escape_step = 2**width - 1
+    return int(runs.numel() + torch.div(runs, escape_step, rounding_mode="floor").sum().item())
+
+
+def layer_cost(numel: int, n_kept: int, n_levels: int, table_len: int, runs: torch.Tensor | None) -> LayerCost:
+    """The cheapest encoding's exact cost. ``runs`` (from :func:`zero_runs`) is needed only when sparse."""
+    codebook = table_len * TABLE_ITEM_BYTES
+    overhead = 1 + CODES_FIELDS.size
+    kept_width = bit_width(n_levels)
+    best = LayerCost("dense", 0, 0, packed_length(numel, bit_width(n_levels + 1)), 0, codebook, overhead)
+    if n_kept == numel:
+        return best
+    kept_values = packed_length(n_kept, kept_width)
+    bitmap = LayerCost("bitmap", 0, 0, kept_values, packed_length(numel, 1), codebook, overhead)
+    best = min((best, bitmap), key=lambda cost: cost.total)
+    assert runs is not None, "a sparse layer's cost depends on where its zeros are"
+    for width in range(1, MAX_GAP_WIDTH + 1):
+        fields = gap_field_count(runs, width)
+        index = GAP_COUNT.size + packed_length(fields, width)
+        if index + kept_values + codebook + overhead < best.total:
+            best = LayerCost("gap", width, fields, kept_values, index, codebook, overhead)
+    return best
