@@ -41,6 +41,7 @@ from autocompress.pack._layout import (
     KIND_NAMES,
     KIND_RAW32,
     Entry,
+    canonical_state,
     model_entries,
     model_fingerprint,
 )
@@ -91,7 +92,7 @@ def write_packed(
     body = io.BytesIO()
     spec = model_spec.encode()
     entries = model_entries(model, set(quantized))
-    state = model.state_dict()
+    state = dict(canonical_state(model))
     modules = dict(model.named_modules())
     body.write(PREFIX.pack(MAGIC, FORMAT_VERSION, len(spec)) + spec)
     body.write(SUFFIX.pack(num_classes, model_fingerprint(model), len(entries)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from autocompress.compress import compressible_layers, is_foldable_batchnorm
@@ -32,14 +33,21 @@ def state_key(key: str) -> str:
     return key.replace(_PARAMETRIZED_SUFFIX, ".weight")
 
 
+def canonical_state(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """State-dict items in an order that does not depend on how tensors were (re-)registered:
+    modules in ``named_modules`` order, a module's tensors by attribute name."""
+    module_rank = {name: rank for rank, (name, _) in enumerate(model.named_modules())}
+    items = [(state_key(key), tensor) for key, tensor in model.state_dict().items()]
+    return sorted(items, key=lambda item: (module_rank[item[0].rpartition(".")[0]], item[0].rpartition(".")[2]))
+
+
 def model_entries(model: nn.Module, plan_layers: set[str]) -> list[Entry]:
     """The file's entries for ``model`` when ``plan_layers`` are compressed."""
     modules = dict(model.named_modules())
     compressible = set(compressible_layers(model))
     entries: list[Entry] = []
     folded: set[str] = set()
-    for raw_key, tensor in model.state_dict().items():
-        key = state_key(raw_key)
+    for key, tensor in canonical_state(model):
         module_name, _, attribute = key.rpartition(".")
         module = modules[module_name]
         if is_foldable_batchnorm(module):
@@ -61,9 +69,7 @@ def model_entries(model: nn.Module, plan_layers: set[str]) -> list[Entry]:
 
 def model_fingerprint(model: nn.Module) -> int:
     """CRC-32 of the floating tensors' keys and shapes: tells whether a file fits a model."""
-    listing = ";".join(
-        f"{state_key(key)}:{tuple(tensor.shape)}" for key, tensor in model.state_dict().items() if tensor.is_floating_point()
-    )
+    listing = ";".join(f"{key}:{tuple(tensor.shape)}" for key, tensor in canonical_state(model) if tensor.is_floating_point())
     return zlib.crc32(listing.encode())
 
 

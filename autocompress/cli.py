@@ -1,0 +1,259 @@
+"""Command line: argument parsing only; every command calls into the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from autocompress.errors import AutocompressError, PlanError
+
+
+class Command:
+    """One sub-command: its flags and the action that calls the library."""
+
+    name: str = ""
+    help: str = ""
+    parents: tuple[str, ...] = ()
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Flags of this command besides the shared ones."""
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+
+def _shared_parsers() -> dict[str, argparse.ArgumentParser]:
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", help="registered name (resnet18, resnet20, ...) or package.module:factory")
+    model.add_argument("--checkpoint", type=Path, help="weights of the model (.pt/.th state dict)")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
+    data.add_argument("--data-dir", type=Path, default=Path("data"), help="folder holding cifar-10-batches-py (default ./data)")
+    data.add_argument("--val-size", type=int, default=5000, help="validation images carved from the training set")
+    data.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val split")
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    device.add_argument("--seed", type=int, default=0)
+    plan = argparse.ArgumentParser(add_help=False)
+    plan.add_argument("--plan", type=Path, required=True, help="plan YAML (format autocompress/plan)")
+    return {"model": model, "data": data, "device": device, "plan": plan}
+
+
+def _num_classes(dataset: str) -> int:
+    return 100 if dataset == "cifar100" else 10
+
+
+def _load_model(spec: str | None, checkpoint: Path | None, num_classes: int, *, required_checkpoint: bool = True):
+    from autocompress.models import build_model, load_checkpoint
+
+    if spec is None:
+        raise AutocompressError("no model given: pass --model (e.g. --model resnet20) or use a plan that names its model")
+    model = build_model(spec, num_classes=num_classes)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    elif required_checkpoint:
+        raise AutocompressError(f"--checkpoint is required: the weights of {spec} to compress")
+    return model
+
+
+def _plan_and_model(args: argparse.Namespace):
+    from autocompress.compress import compressible_layers
+    from autocompress.plan import Plan
+
+    plan = Plan.load(args.plan)
+    spec = args.model or plan.model
+    if args.model and plan.model and args.model != plan.model:
+        raise PlanError(f"{args.plan}: model: the plan is for {plan.model!r} but --model is {args.model!r}")
+    model = _load_model(spec, args.checkpoint, _num_classes(getattr(args, "dataset", "cifar10")))
+    plan.check_layers(compressible_layers(model), source=str(args.plan))
+    plan.model = spec
+    return plan, model, spec
+
+
+class TrainCommand(Command):
+    name = "train"
+    help = "train a baseline model (resumable) and save its checkpoint"
+    parents = ("model", "data", "device")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--epochs", type=float, default=30)
+        parser.add_argument("--lr", type=float, default=0.1)
+        parser.add_argument("--batch-size", type=int, default=128)
+        parser.add_argument("--weight-decay", type=float, default=5e-4)
+        parser.add_argument("--out", type=Path, help="checkpoint to write (default checkpoints/MODEL-DATASET-sSEED.pt)")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from autocompress.data import prepare_splits
+        from autocompress.engine import evaluate, resolve_device, train
+        from autocompress.models import save_checkpoint
+
+        spec = args.model or "resnet18"
+        device = resolve_device(args.device)
+        splits = prepare_splits(args.dataset, args.data_dir, val_size=args.val_size, split_seed=args.split_seed)
+        model = _load_model(spec, args.checkpoint, splits.num_classes, required_checkpoint=False)
+        out = args.out or Path("checkpoints") / f"{spec.replace(':', '_')}-{args.dataset}-s{args.seed}.pt"
+        state_path = out.with_name(out.name + ".state")
+        print(f"training {spec} on {args.dataset} for {args.epochs:g} epochs on {device}; resumable state in {state_path}")
+        result = train(
+            model, splits.train, device=device, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+            weight_decay=args.weight_decay, seed=args.seed, val_set=splits.val, checkpoint_path=state_path,
+        )
+        test_accuracy = evaluate(model, splits.test, device=device)
+        save_checkpoint(out, model, model_spec=spec, dataset=args.dataset, seed=args.seed, val_accuracy=result.val_accuracy,
+                        test_accuracy=test_accuracy, epochs=args.epochs)
+        print(f"saved {out}: val top-1 {result.val_accuracy:.2%}, test top-1 {test_accuracy:.2%}")
+        return 0
+
+
+class EvaluateCommand(Command):
+    name = "evaluate"
+    help = "top-1 accuracy on the validation and test splits (of a checkpoint or a packed file)"
+    parents = ("model", "data", "device")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--packed", type=Path, help="a packed .acz file (instead of --model/--checkpoint)")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from autocompress.data import prepare_splits
+        from autocompress.engine import evaluate, resolve_device
+        from autocompress.pack import read_packed
+
+        device = resolve_device(args.device)
+        if args.packed is not None:
+            packed = read_packed(args.packed)
+            model, label = packed.model, f"{args.packed} ({packed.model_spec}, {packed.n_bytes:,} bytes)"
+            num_classes = packed.num_classes
+        else:
+            model = _load_model(args.model, args.checkpoint, _num_classes(args.dataset))
+            label, num_classes = f"{args.model} from {args.checkpoint}", _num_classes(args.dataset)
+        if num_classes != _num_classes(args.dataset):
+            raise AutocompressError(f"the model has {num_classes} classes but --dataset {args.dataset} has {_num_classes(args.dataset)}")
+        splits = prepare_splits(args.dataset, args.data_dir, val_size=args.val_size, split_seed=args.split_seed)
+        started = time.perf_counter()
+        val = evaluate(model, splits.val, device=device, progress=True)
+        test = evaluate(model, splits.test, device=device, progress=True)
+        print(f"{label}\n  val  top-1 {val:.2%} ({len(splits.val):,} images)\n  test top-1 {test:.2%} ({len(splits.test):,} images)"
+              f"\n  ({time.perf_counter() - started:.1f} s on {device})")
+        return 0
+
+
+class SizeCommand(Command):
+    name = "size"
+    help = "exact packed size of a plan, per layer (values, index, codebook, other)"
+    parents = ("model", "plan")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from autocompress.pack import estimate_size
+        from autocompress.units import format_size
+
+        plan, model, spec = _plan_and_model(args)
+        report = estimate_size(model, plan, model_spec=spec)
+        print(report.table())
+        if plan.target_bytes is not None:
+            verdict = "fits" if report.total <= plan.target_bytes else "DOES NOT FIT"
+            print(f"target {format_size(plan.target_bytes)}: {verdict}")
+        return 0
+
+
+class ExportCommand(Command):
+    name = "export"
+    help = "write the packed .acz file of a checkpoint under a plan (no training)"
+    parents = ("model", "plan")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--out", type=Path, required=True, help="packed file to write (.acz)")
+        parser.add_argument("--num-classes", type=int, default=10)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from autocompress.pack import estimate_size, export_packed
+        from autocompress.units import format_size
+
+        plan, model, spec = _plan_and_model(args)
+        _refuse_over_target(plan, estimate_size(model, plan, model_spec=spec).total)
+        _, report = export_packed(model, plan, args.out, model_spec=spec, num_classes=args.num_classes)
+        print(f"wrote {args.out}: {format_size(report.total)}, {report.ratio_to_fp32:.2%} of fp32")
+        return 0
+
+
+class ApplyCommand(Command):
+    name = "apply"
+    help = "compress a checkpoint under a plan: optional fine-tune, BN recalibration, packed file, accuracy"
+    parents = ("model", "data", "device", "plan")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--finetune-epochs", type=float, default=0.0, help="in-parallel pruning-quantization epochs (fractions allowed)")
+        parser.add_argument("--lr", type=float, default=0.01)
+        parser.add_argument("--batch-size", type=int, default=128)
+        parser.add_argument("--out", type=Path, help="packed file to write (default: the plan's name with .acz)")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from autocompress.data import prepare_splits
+        from autocompress.engine import resolve_device
+        from autocompress.models import save_checkpoint
+        from autocompress.pipeline import finetune_under_plan_, harden_and_measure
+        from autocompress.units import format_size
+
+        plan, model, spec = _plan_and_model(args)
+        device = resolve_device(args.device)
+        splits = prepare_splits(args.dataset, args.data_dir, val_size=args.val_size, split_seed=args.split_seed)
+        out = args.out or args.plan.with_suffix(".acz")
+        finetune_under_plan_(model, plan, splits.train, device=device, epochs=args.finetune_epochs, lr=args.lr,
+                             batch_size=args.batch_size, seed=args.seed)
+        compressed = harden_and_measure(model, plan, model_spec=spec, num_classes=splits.num_classes, device=device,
+                                        splits=splits, measure_test=True)
+        _refuse_over_target(plan, compressed.size.total)
+        compressed.write(out)
+        weights_path = out.with_suffix(".pt")
+        save_checkpoint(weights_path, model, model_spec=spec, plan=str(args.plan))
+        plan.result = {"packed_bytes": compressed.size.total,
+                       "accuracy": {"val": round(compressed.val_accuracy, 4), "test": round(compressed.test_accuracy, 4)}}
+        plan.save(out.with_suffix(".yaml"))
+        print(f"wrote {out}: {format_size(compressed.size.total)} ({compressed.size.ratio_to_fp32:.2%} of fp32); "
+              f"val top-1 {compressed.val_accuracy:.2%}, test top-1 {compressed.test_accuracy:.2%}\n"
+              f"full-precision fine-tuned weights: {weights_path}; plan with results: {out.with_suffix('.yaml')}")
+        return 0
+
+
+def _refuse_over_target(plan, n_bytes: int) -> None:
+    from autocompress.units import format_size
+
+    if plan.target_bytes is not None and n_bytes > plan.target_bytes:
+        raise PlanError(f"the packed model would be {format_size(n_bytes)}, over the plan's target_bytes "
+                        f"{format_size(plan.target_bytes)}; raise sparsity or lower bits, or remove target_bytes; nothing was written")
+
+
+COMMANDS: tuple[Command, ...] = (TrainCommand(), EvaluateCommand(), SizeCommand(), ApplyCommand(), ExportCommand())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from autocompress import __version__
+
+    parser = argparse.ArgumentParser(prog="autocompress", description="Per-layer pruning and quantization under an exact byte budget.")
+    parser.add_argument("--version", action="version", version=f"autocompress {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = _shared_parsers()
+    for command in COMMANDS:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help,
+                                    parents=[shared[name] for name in command.parents])
+        command.add_arguments(sub)
+        sub.set_defaults(action=command.take_action)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.action(args))
+    except AutocompressError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is saved", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
