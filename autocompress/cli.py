@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from autocompress.errors import AutocompressError, PlanError
+from autocompress.units import parse_size
 
 
 class Command:
@@ -39,6 +40,7 @@ def _shared_parsers() -> dict[str, argparse.ArgumentParser]:
     device.add_argument("--seed", type=int, default=0)
     plan = argparse.ArgumentParser(add_help=False)
     plan.add_argument("--plan", type=Path, required=True, help="plan YAML (format autocompress/plan)")
+    plan.add_argument("--target-size", help="byte budget (50KB, 1MB, 512KiB, 50000); overrides the plan's target_bytes")
     return {"model": model, "data": data, "device": device, "plan": plan}
 
 
@@ -64,6 +66,8 @@ def _plan_and_model(args: argparse.Namespace):
     from autocompress.plan import Plan
 
     plan = Plan.load(args.plan)
+    if getattr(args, "target_size", None) is not None:
+        plan.target_bytes = parse_size(args.target_size)
     spec = args.model or plan.model
     if args.model and plan.model and args.model != plan.model:
         raise PlanError(f"{args.plan}: model: the plan is for {plan.model!r} but --model is {args.model!r}")
