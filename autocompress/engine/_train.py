@@ -1,0 +1,276 @@
+"""SGD training with a cosine schedule, progress bars, divergence checks and resumable state."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import SGD, Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
+from tqdm.auto import tqdm
+
+from autocompress.data import DeviceLoader, TensorSet
+from autocompress.engine._device import autocast_for, mode, prepare_model, uses_fast_path
+from autocompress.engine._evaluate import evaluate
+from autocompress.errors import AutocompressError, CheckpointError, TrainingDivergedError
+from autocompress.models import atomic_torch_save
+
+EpochCallback = Callable[[int, "float | None"], None]
+
+_STATE_FORMAT = "autocompress/train-state"
+_CHECK_EVERY_STEPS = 10  # finite-loss checks (and bar updates) sync with the device this often
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a :func:`train` call achieved.
+
+    ``epochs_done`` counts all finished steps (including those of a resumed run) in epochs, so
+    it can be fractional; ``final_loss`` is the mean training loss of the last epoch;
+    ``val_accuracy`` is measured after the last epoch (``None`` without ``val_set``);
+    ``wall_seconds`` is the time spent in this call.
+    """
+
+    epochs_done: float
+    final_loss: float
+    val_accuracy: float | None
+    wall_seconds: float
+    steps_done: int
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def num_epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        return min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+
+
+@dataclass(frozen=True)
+class _Progress:
+    epochs_finished: int
+    final_loss: float
+    val_accuracy: float | None
+
+
+def train(
+    model: nn.Module,
+    train_set: TensorSet,
+    *,
+    device: torch.device | str,
+    epochs: float,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    batch_size: int = 128,
+    seed: int = 0,
+    nesterov: bool = True,
+    augment: bool = True,
+    val_set: TensorSet | None = None,
+    progress: bool = True,
+    checkpoint_path: str | Path | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with SGD and a per-step cosine schedule from ``lr`` to 0.
+
+    ``epochs`` may be fractional: the run takes ``ceil(epochs * steps_per_epoch)`` steps, the
+    last epoch being partial. Epoch ``e`` shuffles and augments with seed ``seed + e``.
+    After each epoch, ``val_set`` (if given) is evaluated, the state is saved to
+    ``checkpoint_path`` (if given) and ``on_epoch_end(e, val_accuracy)`` is called with the
+    0-based epoch index; exceptions from the callback propagate (e.g. to prune a trial). When
+    ``checkpoint_path`` already holds the state of the same run, training resumes after its
+    last finished epoch. Parametrized weights (``torch.nn.utils.parametrize``) train through
+    their ``original`` parameters like any other parameter.
+    """
+    device = torch.device(device)
+    _check_settings(epochs, lr, momentum, batch_size, len(train_set))
+    torch.manual_seed(seed)
+    prepare_model(model, device)
+    loader = DeviceLoader(
+        train_set,
+        batch_size=batch_size,
+        device=device,
+        augment=augment,
+        shuffle=True,
+        seed=seed,
+        drop_last=len(train_set) > batch_size,
+        channels_last=uses_fast_path(device),
+    )
+    schedule = _Schedule(len(loader), math.ceil(epochs * len(loader)))
+    optimizer = SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0
+    )
+    scheduler = CosineAnnealingLR(optimizer, T_max=schedule.total_steps)
+    state = _Progress(0, math.nan, None)
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = _resume(Path(checkpoint_path), model, optimizer, scheduler, schedule)
+    started = time.perf_counter()
+    bar = tqdm(
+        total=schedule.total_steps,
+        initial=state.epochs_finished * schedule.steps_per_epoch,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in range(state.epochs_finished, schedule.num_epochs):
+            bar.set_description(f"epoch {epoch + 1}/{schedule.num_epochs}")
+            batches = islice(loader.iter_epoch(epoch), schedule.steps_in_epoch(epoch))
+            loss = _train_epoch(model, batches, optimizer, scheduler, device, bar, epoch * schedule.steps_per_epoch)
+            val_accuracy = evaluate(model, val_set, device=device) if val_set is not None else None
+            state = _Progress(epoch + 1, loss, val_accuracy)
+            if val_accuracy is not None:
+                bar.set_postfix_str(f"{bar.postfix}, val={val_accuracy:.4f}")
+            if checkpoint_path is not None:
+                _save_state(Path(checkpoint_path), model, optimizer, scheduler, schedule, state)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, val_accuracy)
+    finally:
+        bar.close()
+    steps_done = min(state.epochs_finished * schedule.steps_per_epoch, schedule.total_steps)
+    return TrainResult(
+        epochs_done=steps_done / schedule.steps_per_epoch,
+        final_loss=state.final_loss,
+        val_accuracy=state.val_accuracy,
+        wall_seconds=time.perf_counter() - started,
+        steps_done=steps_done,
+    )
+
+
+def _check_settings(epochs: float, lr: float, momentum: float, batch_size: int, num_examples: int) -> None:
+    if not (epochs > 0 and math.isfinite(epochs)):
+        raise AutocompressError(f"epochs must be a positive number, got {epochs}")
+    if not lr > 0:
+        raise AutocompressError(f"the learning rate must be positive, got {lr}")
+    if not 0 <= momentum < 1:
+        raise AutocompressError(f"momentum must be in [0, 1), got {momentum}")
+    if batch_size < 1:
+        raise AutocompressError(f"batch_size must be at least 1, got {batch_size}")
+    if num_examples < 2:
+        raise AutocompressError(f"training needs at least 2 images (BatchNorm), got {num_examples}")
+
+
+def _train_epoch(
+    model: nn.Module,
+    batches: Iterator[tuple[Tensor, Tensor]],
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    device: torch.device,
+    bar: tqdm[Any],
+    first_step: int,
+) -> float:
+    """One (possibly partial) epoch; returns its mean loss. Syncs with the device only every
+    ``_CHECK_EVERY_STEPS`` steps, where it checks the losses are finite."""
+    loss_total, seen_steps = 0.0, 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen_images = 0
+    pending: list[Tensor] = []
+    with mode(model, training=True):
+        for images, labels in batches:
+            with autocast_for(device):
+                logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            pending.append(loss.detach())
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            seen_images += len(labels)
+            if len(pending) == _CHECK_EVERY_STEPS:
+                loss_total += _checked_sum(pending, first_step + seen_steps)
+                seen_steps += len(pending)
+                _show(bar, len(pending), loss_total / seen_steps, correct, seen_images)
+                pending = []
+        if pending:
+            loss_total += _checked_sum(pending, first_step + seen_steps)
+            seen_steps += len(pending)
+            _show(bar, len(pending), loss_total / seen_steps, correct, seen_images)
+    return loss_total / max(seen_steps, 1)
+
+
+def _checked_sum(losses: list[Tensor], first_step: int) -> float:
+    values = torch.stack(losses).cpu()
+    bad = torch.nonzero(~torch.isfinite(values)).flatten()
+    if len(bad):
+        step = first_step + int(bad[0]) + 1
+        raise TrainingDivergedError(
+            f"the training loss became {values[bad[0]].item()} at step {step}; "
+            "lower the learning rate (--lr) or check the model and its input data"
+        )
+    return float(values.sum())
+
+
+def _show(bar: tqdm[Any], steps: int, mean_loss: float, correct: Tensor, seen_images: int) -> None:
+    bar.update(steps)
+    bar.set_postfix_str(f"loss={mean_loss:.4f}, acc={int(correct) / max(seen_images, 1):.4f}", refresh=False)
+
+
+def _save_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    schedule: _Schedule,
+    state: _Progress,
+) -> None:
+    payload = {
+        "format": _STATE_FORMAT,
+        "version": 1,
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": state.epochs_finished,
+        "steps_per_epoch": schedule.steps_per_epoch,
+        "total_steps": schedule.total_steps,
+        "final_loss": state.final_loss,
+        "val_accuracy": state.val_accuracy,
+        "rng_state": torch.get_rng_state(),
+    }
+    atomic_torch_save(payload, path)
+
+
+def _resume(
+    path: Path,
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    schedule: _Schedule,
+) -> _Progress:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
+        raise CheckpointError(f"cannot read training state {path}: {exc}; delete it to start over") from exc
+    if not isinstance(payload, dict) or payload.get("format") != _STATE_FORMAT:
+        raise CheckpointError(
+            f"{path} exists but is not a training state written by autocompress train; "
+            "pass another checkpoint path or delete the file to start over"
+        )
+    saved = (payload["steps_per_epoch"], payload["total_steps"])
+    if saved != (schedule.steps_per_epoch, schedule.total_steps):
+        raise CheckpointError(
+            f"training state {path} belongs to another run ({saved[1]} steps of which {saved[0]} per epoch; "
+            f"this run has {schedule.total_steps} steps, {schedule.steps_per_epoch} per epoch); "
+            "use the same epochs, batch size and data to resume, or delete the file to start over"
+        )
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"training state {path} does not fit this model: {exc}; delete it to start over") from exc
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    torch.set_rng_state(payload["rng_state"])
+    return _Progress(int(payload["epoch"]), float(payload["final_loss"]), payload["val_accuracy"])
