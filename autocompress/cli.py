@@ -229,7 +229,130 @@ def _refuse_over_target(plan, n_bytes: int) -> None:
                         f"{format_size(plan.target_bytes)}; raise sparsity or lower bits, or remove target_bytes; nothing was written")
 
 
-COMMANDS: tuple[Command, ...] = (TrainCommand(), EvaluateCommand(), SizeCommand(), ApplyCommand(), ExportCommand())
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``7200``, ``2h``, ``90m``, ``45s``."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    cleaned = text.strip().lower()
+    try:
+        if cleaned and cleaned[-1] in units:
+            return float(cleaned[:-1]) * units[cleaned[-1]]
+        return float(cleaned)
+    except ValueError:
+        raise AutocompressError(f"cannot read {text!r} as a duration; use seconds (7200) or 2h, 90m, 45s") from None
+
+
+class SearchCommand(Command):
+    name = "search"
+    help = "search per-layer sparsity and bits so the packed model fits --target-size with the best accuracy"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        # Every default is None: a preset (--config) supplies values, flags given here override it.
+        parser.add_argument("--target-size", help="byte budget of the packed file: 50KB, 1MB, 512KiB, 50000")
+        parser.add_argument("--config", type=Path, help="preset YAML (see studies/*.yaml); flags override it")
+        parser.add_argument("--mode", choices=["bo"], help="bo: Bayesian optimisation over per-layer settings (CLIP-Q style)")
+        parser.add_argument("--sampler", choices=["tpe", "gp", "botorch", "nsga2", "random"])
+        parser.add_argument("--pruner", choices=["median", "hyperband", "none"])
+        parser.add_argument("--model", help="registered model or package.module:factory (default resnet18)")
+        parser.add_argument("--checkpoint", help="trained weights; without it a baseline is trained first (slow on a CPU)")
+        parser.add_argument("--trials", type=int, help="total finished trials of the study (a resumed study counts its own)")
+        parser.add_argument("--timeout", type=parse_duration, help="stop starting trials after this long: 7200, 2h, 90m")
+        parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/NAME/study.db)")
+        parser.add_argument("--study-name", help="default MODEL-TARGETB; the same name resumes the study")
+        parser.add_argument("--output-root", help="folder of study folders (default studies)")
+        parser.add_argument("--epochs-per-trial", type=float, help="fine-tuning per trial, in epochs (fractions allowed)")
+        parser.add_argument("--final-epochs", type=float, help="fine-tuning of the best plan at the end")
+        parser.add_argument("--lr", type=float, help="fine-tuning learning rate (cosine to 0)")
+        parser.add_argument("--batch-size", type=int)
+        parser.add_argument("--device", help="auto | cpu | cuda")
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--dataset", choices=["cifar10", "cifar100"])
+        parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default ./data)")
+        parser.add_argument("--val-size", type=int)
+        parser.add_argument("--max-sparsity", type=float, dest="sparsity_max")
+        parser.add_argument("--min-bits", type=int, dest="bits_min")
+        parser.add_argument("--max-bits", type=int, dest="bits_max")
+        parser.add_argument("--quantizers", help="comma-separated: clipq,uniform,kmeans (several: searched per layer)")
+        parser.add_argument("--no-warm-start", dest="warm_start", action="store_const", const=False)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from autocompress.search import load_settings, run_search
+
+        overrides = {key: value for key, value in vars(args).items() if key not in ("config", "action", "command")}
+        overrides["timeout_seconds"] = overrides.pop("timeout", None)
+        settings = load_settings(args.config, overrides)
+        try:
+            run_search(settings)
+        except KeyboardInterrupt:
+            print(f"interrupted: finished trials are saved in {settings.resolved_storage}; "
+                  "run the same command again to resume", file=sys.stderr)
+            return 130
+        return 0
+
+
+class ReportCommand(Command):
+    name = "report"
+    help = "regenerate trials.csv, pareto.csv/png/html and the summary of a study from its storage"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--study", required=True, help="study name")
+        parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/NAME/study.db)")
+        parser.add_argument("--output-root", type=Path, default=Path("studies"))
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        import optuna
+
+        from autocompress.report import summary_table, trials_frame, write_study_report
+
+        folder = args.output_root / args.study
+        storage = args.storage or f"sqlite:///{folder / 'study.db'}"
+        if args.storage is None and not (folder / "study.db").is_file():
+            raise AutocompressError(f"no study database at {folder / 'study.db'}; pass --storage URL or the right --study")
+        try:
+            study = optuna.load_study(study_name=args.study, storage=storage)
+        except KeyError:
+            names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+            raise AutocompressError(f"no study {args.study!r} in {storage}; it holds: {', '.join(names) or 'none'}") from None
+        paths = write_study_report(study, folder)
+        print(summary_table(trials_frame(study), study.user_attrs.get("target_bytes"), study.user_attrs.get("baseline_accuracy")))
+        if "final" in study.user_attrs:
+            print(f"final (after the last fine-tune): {study.user_attrs['final']}")
+        print("wrote " + ", ".join(str(path) for path in paths.values()))
+        return 0
+
+
+class DashboardCommand(Command):
+    name = "dashboard"
+    help = "open a study in optuna-dashboard"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--study", required=True)
+        parser.add_argument("--storage")
+        parser.add_argument("--output-root", type=Path, default=Path("studies"))
+        parser.add_argument("--port", type=int, default=8080)
+        parser.add_argument("--host", default="127.0.0.1")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        import shutil
+        import subprocess
+
+        storage = args.storage or f"sqlite:///{args.output_root / args.study / 'study.db'}"
+        executable = shutil.which("optuna-dashboard")
+        if executable is None:
+            raise AutocompressError("optuna-dashboard is not installed: pip install optuna-dashboard")
+        print(f"optuna-dashboard {storage} on http://{args.host}:{args.port} (Ctrl-C stops it)")
+        return subprocess.call([executable, storage, "--port", str(args.port), "--host", args.host])
+
+
+COMMANDS: tuple[Command, ...] = (
+    TrainCommand(),
+    EvaluateCommand(),
+    SearchCommand(),
+    ReportCommand(),
+    DashboardCommand(),
+    SizeCommand(),
+    ApplyCommand(),
+    ExportCommand(),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,107 @@
+"""The effective settings of a search: preset YAML, then command-line overrides; saved as run.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autocompress.errors import AutocompressError
+from autocompress.units import parse_size
+
+SAMPLERS = ("tpe", "gp", "botorch", "nsga2", "random")
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclass
+class SearchSettings:
+    """Everything a search depends on; units in the names (bytes, epochs, seconds)."""
+
+    target_bytes: int
+    model: str = "resnet18"
+    checkpoint: str | None = None
+    dataset: str = "cifar10"
+    data_dir: str = "data"
+    mode: str = "bo"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    trials: int = 40
+    timeout_seconds: float | None = None
+    storage: str | None = None  # default sqlite:///<output_root>/<study_name>/study.db
+    study_name: str | None = None  # default <model>-<target>
+    output_root: str = "studies"
+    epochs_per_trial: float = 0.5
+    final_epochs: float = 3.0
+    lr: float = 0.01  # fine-tuning learning rate (cosine to 0)
+    batch_size: int = 128
+    device: str = "auto"
+    seed: int = 0
+    val_size: int = 5000
+    split_seed: int = 0
+    sparsity_min: float = 0.0
+    sparsity_max: float = 0.95
+    bits_min: int = 2
+    bits_max: int = 8
+    quantizers: list[str] = field(default_factory=lambda: ["clipq"])
+    baseline_epochs: float = 30.0  # training of a baseline when no checkpoint is given
+    warm_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise AutocompressError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.pruner not in PRUNERS:
+            raise AutocompressError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.mode != "bo":
+            raise AutocompressError(f"mode {self.mode!r} is not available yet; use --mode bo")
+        if self.trials < 1 or self.epochs_per_trial < 0 or self.final_epochs < 0:
+            raise AutocompressError("trials must be at least 1 and epochs non-negative")
+
+    @property
+    def resolved_study_name(self) -> str:
+        return self.study_name or f"{self.model.replace(':', '_').replace('.', '_')}-{self.target_bytes}B"
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_root) / self.resolved_study_name
+
+    @property
+    def resolved_storage(self) -> str:
+        return self.storage or f"sqlite:///{self.study_dir / 'study.db'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        temporary.replace(path)
+
+
+_FIELDS = {item.name for item in dataclasses.fields(SearchSettings)}
+_ALIASES = {"target_size": "target_bytes", "timeout": "timeout_seconds"}
+
+
+def load_settings(preset: Path | None, overrides: dict[str, Any]) -> SearchSettings:
+    """Preset values (if any), then every override that is not None."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if not preset.is_file():
+            raise AutocompressError(f"preset {preset} does not exist; the presets are in studies/*.yaml")
+        document = yaml.safe_load(preset.read_text()) or {}
+        if not isinstance(document, dict):
+            raise AutocompressError(f"{preset}: expected a mapping of settings")
+        values.update({_ALIASES.get(key, key): value for key, value in document.items()})
+    values.update({_ALIASES.get(key, key): value for key, value in overrides.items() if value is not None})
+    unknown = set(values) - _FIELDS
+    if unknown:
+        raise AutocompressError(f"unknown setting(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_FIELDS))}")
+    if "target_bytes" not in values:
+        raise AutocompressError("no target: pass --target-size (e.g. 50KB, 1MB) or set target_size in the preset")
+    values["target_bytes"] = parse_size(values["target_bytes"])
+    if isinstance(values.get("quantizers"), str):
+        values["quantizers"] = [part.strip() for part in values["quantizers"].split(",")]
+    return SearchSettings(**values)

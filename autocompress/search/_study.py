@@ -1,0 +1,270 @@
+"""The BO search as an Optuna study: one trial = plan -> fit to budget -> fine-tune -> measure.
+
+The study has one objective, validation accuracy (maximised), and the target
+size as a hard constraint (``packed_bytes - target <= 0``) through Optuna's
+constraints mechanism. Every trial records its exact packed bytes, so the
+accuracy/size Pareto front is read off the trials. (A two-objective study
+would forbid intermediate reports, and with them every Optuna pruner.)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+from tqdm.auto import tqdm
+
+from autocompress.compress import compressible_layers
+from autocompress.data import DataSplits
+from autocompress.engine import evaluate
+from autocompress.errors import AutocompressError, TrainingDivergedError
+from autocompress.pipeline import CompressedModel, finetune_under_plan_, harden_and_measure
+from autocompress.plan import LayerSetting, Plan
+from autocompress.search._budget import best_uniform_plan, fit_to_budget, sensitivity_plan
+from autocompress.search._settings import SearchSettings
+from autocompress.search._space import SearchSpace
+
+METRIC_NAMES = ["val_accuracy"]
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+SENSITIVITY_IMAGES = 1000
+
+
+@dataclass
+class SearchContext:
+    """What every trial needs, passed in explicitly."""
+
+    settings: SearchSettings
+    baseline: nn.Module
+    splits: DataSplits
+    space: SearchSpace
+    device: torch.device
+    model_spec: str
+
+    @property
+    def target_bytes(self) -> int:
+        return self.settings.target_bytes
+
+
+def constraint_of(trial: FrozenTrial) -> list[float]:
+    """Optuna constraint: feasible when <= 0. A trial that never got a size counts as infeasible."""
+    return list(trial.user_attrs.get("constraint", [1.0]))
+
+
+def make_sampler(name: str, *, seed: int, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=n_startup_trials, multivariate=True, constraints_func=constraint_of
+        )
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials, constraints_func=constraint_of)
+    if name == "botorch":
+        from optuna_integration import BoTorchSampler
+
+        return BoTorchSampler(seed=seed, n_startup_trials=n_startup_trials, constraints_func=constraint_of)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraint_of)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise AutocompressError(f"unknown sampler {name!r}")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def open_study(settings: SearchSettings) -> optuna.Study:
+    """Create the study, or load it when the storage already holds one of that name (resume)."""
+    if settings.storage is None:
+        settings.study_dir.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        storage=settings.resolved_storage,
+        study_name=settings.resolved_study_name,
+        direction="maximize",
+        sampler=make_sampler(settings.sampler, seed=settings.seed),
+        pruner=make_pruner(settings.pruner),
+        load_if_exists=True,
+    )
+    if study.metric_names != METRIC_NAMES:
+        study.set_metric_names(METRIC_NAMES)
+    return study
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED_STATES)
+
+
+def best_feasible_trial(study: optuna.Study) -> FrozenTrial | None:
+    feasible = [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if trial.user_attrs.get("feasible") and trial.value is not None
+    ]
+    return max(feasible, key=lambda trial: (trial.value, -trial.user_attrs["packed_bytes"])) if feasible else None
+
+
+def plan_from_attrs(trial: FrozenTrial, model_spec: str) -> Plan:
+    layers = {name: LayerSetting(**fields) for name, fields in trial.user_attrs["plan"].items()}
+    return Plan(layers=layers, model=model_spec)
+
+
+def enqueue_warm_starts(study: optuna.Study, context: SearchContext) -> list[str]:
+    """Queue the best uniform allocation and a sensitivity-guided one as the first trials."""
+    model, space, spec = context.baseline, context.space, context.model_spec
+    queued: list[str] = []
+    uniform = best_uniform_plan(model, space, context.target_bytes, model_spec=spec)
+    if uniform is None:
+        return queued
+    study.enqueue_trial(space.params_of(uniform), user_attrs={"strategy": "uniform-warmstart"})
+    queued.append("uniform-warmstart")
+    subset = context.splits.val.subset(torch.arange(min(SENSITIVITY_IMAGES, len(context.splits.val))))
+
+    def score(candidate: nn.Module) -> float:
+        return evaluate(candidate, subset, device=context.device)
+
+    guided = sensitivity_plan(copy.deepcopy(model), space, context.target_bytes, uniform, score, model_spec=spec)
+    if guided is not None:
+        study.enqueue_trial(space.params_of(guided), user_attrs={"strategy": "sensitivity-warmstart"})
+        queued.append("sensitivity-warmstart")
+    return queued
+
+
+def run_trial(trial: optuna.Trial, context: SearchContext) -> float:
+    """Propose, fit to the budget, fine-tune with in-parallel pruning-quantization, measure."""
+    started = time.perf_counter()
+    settings = context.settings
+    trial.set_user_attr("strategy", trial.user_attrs.get("strategy", settings.sampler))
+    proposal = context.space.suggest(trial, model=context.model_spec)
+    plan = fit_to_budget(context.baseline, proposal, context.space, context.target_bytes, model_spec=context.model_spec)
+    if plan is None:  # cannot happen within the space once the target was checked; kept as a guard
+        trial.set_user_attr("constraint", [1.0])
+        trial.set_user_attr("feasible", False)
+        return 0.0
+    trial.set_user_attr("repaired", plan is not proposal)
+    model = copy.deepcopy(context.baseline)
+
+    def report(epoch: int, accuracy: float | None) -> None:
+        if accuracy is None:
+            return
+        trial.report(accuracy, step=epoch)
+        if trial.should_prune():
+            trial.set_user_attr("wall_seconds", time.perf_counter() - started)
+            raise optuna.TrialPruned(f"validation accuracy {accuracy:.4f} after epoch {epoch + 1}")
+
+    use_reports = settings.pruner != "none" and settings.epochs_per_trial > 1
+    try:
+        finetune_under_plan_(
+            model,
+            plan,
+            context.splits.train,
+            device=context.device,
+            epochs=settings.epochs_per_trial,
+            lr=settings.lr,
+            batch_size=settings.batch_size,
+            seed=settings.seed + trial.number,
+            val_set=context.splits.val if use_reports else None,
+            progress=False,
+            on_epoch_end=report if use_reports else None,
+        )
+    except TrainingDivergedError as error:
+        trial.set_user_attr("fail_reason", str(error))
+        raise
+    compressed = measure_within_budget(model, plan, context)
+    record_result(trial, compressed, context, started)
+    return float(compressed.val_accuracy or 0.0)
+
+
+def measure_within_budget(model: nn.Module, plan: Plan, context: SearchContext, *, measure_test: bool = False) -> CompressedModel:
+    """Harden and measure; if fine-tuning moved zeros so that the index grew past the budget, refit
+    the plan on the fine-tuned weights (a slightly higher sparsity, no retraining)."""
+    measure = lambda candidate: harden_and_measure(  # noqa: E731
+        model,
+        candidate,
+        model_spec=context.model_spec,
+        num_classes=context.splits.num_classes,
+        device=context.device,
+        splits=context.splits,
+        measure_test=measure_test,
+    )
+    compressed = measure(plan)
+    if compressed.size.total > context.target_bytes:
+        refitted = fit_to_budget(model, plan, context.space, context.target_bytes, model_spec=context.model_spec)
+        if refitted is not None:
+            compressed = measure(refitted)
+    return compressed
+
+
+def record_result(trial: optuna.Trial, compressed: CompressedModel, context: SearchContext, started: float) -> None:
+    size = compressed.size
+    weights = sum(layer.numel for layer in size.layers)
+    kept = sum(layer.n_kept for layer in size.layers)
+    bits = sum(layer.n_kept * layer.bits for layer in size.layers)
+    attributes: dict[str, Any] = {
+        "packed_bytes": size.total,
+        "feasible": size.total <= context.target_bytes,
+        "constraint": [float(size.total - context.target_bytes)],
+        "compression_ratio": size.fp32_bytes / size.total,
+        "val_accuracy": compressed.val_accuracy,
+        "mean_bits": bits / kept if kept else 0.0,
+        "sparsity": 1 - kept / weights if weights else 0.0,
+        "plan": {name: setting.to_dict() for name, setting in compressed.plan.layers.items()},
+        "wall_seconds": time.perf_counter() - started,
+    }
+    for key, value in attributes.items():
+        trial.set_user_attr(key, value)
+
+
+def optimize(study: optuna.Study, context: SearchContext, *, on_trial_end: Callable[[optuna.Study, FrozenTrial], None]) -> None:
+    """Run trials until the study holds ``settings.trials`` finished ones, or the timeout."""
+    settings = context.settings
+    remaining = settings.trials - len(finished_trials(study))
+    if remaining <= 0:
+        return
+    bar = tqdm(total=settings.trials, initial=settings.trials - remaining, unit="trial", desc="search", dynamic_ncols=True)
+
+    def callback(current: optuna.Study, trial: FrozenTrial) -> None:
+        bar.update(1 if trial.state in FINISHED_STATES else 0)
+        best = best_feasible_trial(current)
+        if best is not None:
+            bar.set_postfix_str(f"best feasible val={best.value:.4f} ({best.user_attrs['packed_bytes']:,} B, trial {best.number})")
+        on_trial_end(current, trial)
+
+    stop_at_total = optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED_STATES)
+    try:
+        study.optimize(
+            lambda trial: run_trial(trial, context),
+            n_trials=remaining,
+            timeout=settings.timeout_seconds,
+            catch=(TrainingDivergedError,),
+            callbacks=[callback, stop_at_total],
+            gc_after_trial=True,
+        )
+    finally:
+        bar.close()
+
+
+def write_best_so_far(study: optuna.Study, folder: Path, model_spec: str, target_bytes: int) -> None:
+    """Persist the best feasible plan after every trial (before its final fine-tune)."""
+    best = best_feasible_trial(study)
+    if best is None:
+        return
+    plan = plan_from_attrs(best, model_spec)
+    plan.target_bytes = target_bytes
+    plan.result = {
+        "trial": best.number,
+        "packed_bytes": best.user_attrs["packed_bytes"],
+        "accuracy": {"val": round(float(best.value), 4)},
+        "note": "best trial so far, before the final fine-tune",
+    }
+    plan.save(folder / "best_trial.yaml")
