@@ -28,6 +28,7 @@ class SearchSettings:
     mode: str = "bo"
     sampler: str = "tpe"
     pruner: str = "median"
+    sampler_startup_trials: int = 10  # random trials before a model-based sampler takes over
     trials: int = 40
     timeout_seconds: float | None = None
     storage: str | None = None  # default sqlite:///<output_root>/<study_name>/study.db

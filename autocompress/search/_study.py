@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from autocompress.search._settings import SearchSettings
 from autocompress.search._space import SearchSpace
 
 METRIC_NAMES = ["val_accuracy"]
+CONSTRAINT_NAME = "packed_bytes_over_target"  # feasible when <= 0
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SENSITIVITY_IMAGES = 1000
 
@@ -59,18 +61,18 @@ def constraint_of(trial: FrozenTrial) -> list[float]:
 
 
 def make_sampler(name: str, *, seed: int, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
+    """Optuna's own samplers read the constraint each trial sets (``Trial.set_constraint``);
+    optuna-integration's BoTorch sampler still takes it as a function."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=n_startup_trials, multivariate=True, constraints_func=constraint_of
-        )
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials, constraints_func=constraint_of)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
     if name == "botorch":
         from optuna_integration import BoTorchSampler
 
         return BoTorchSampler(seed=seed, n_startup_trials=n_startup_trials, constraints_func=constraint_of)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraint_of)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise AutocompressError(f"unknown sampler {name!r}")
@@ -92,12 +94,14 @@ def open_study(settings: SearchSettings) -> optuna.Study:
         storage=settings.resolved_storage,
         study_name=settings.resolved_study_name,
         direction="maximize",
-        sampler=make_sampler(settings.sampler, seed=settings.seed),
+        sampler=make_sampler(settings.sampler, seed=settings.seed, n_startup_trials=settings.sampler_startup_trials),
         pruner=make_pruner(settings.pruner),
         load_if_exists=True,
     )
     if study.metric_names != METRIC_NAMES:
-        study.set_metric_names(METRIC_NAMES)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(METRIC_NAMES)
     return study
 
 
@@ -150,6 +154,7 @@ def run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     if plan is None:  # cannot happen within the space once the target was checked; kept as a guard
         trial.set_user_attr("constraint", [1.0])
         trial.set_user_attr("feasible", False)
+        trial.set_constraint(CONSTRAINT_NAME, 1.0)
         return 0.0
     trial.set_user_attr("repaired", plan is not proposal)
     model = copy.deepcopy(context.baseline)
@@ -160,6 +165,7 @@ def run_trial(trial: optuna.Trial, context: SearchContext) -> float:
         trial.report(accuracy, step=epoch)
         if trial.should_prune():
             trial.set_user_attr("wall_seconds", time.perf_counter() - started)
+            trial.set_constraint(CONSTRAINT_NAME, 0.0)  # the fitted plan is within budget by its estimate
             raise optuna.TrialPruned(f"validation accuracy {accuracy:.4f} after epoch {epoch + 1}")
 
     use_reports = settings.pruner != "none" and settings.epochs_per_trial > 1
@@ -223,6 +229,7 @@ def record_result(trial: optuna.Trial, compressed: CompressedModel, context: Sea
     }
     for key, value in attributes.items():
         trial.set_user_attr(key, value)
+    trial.set_constraint(CONSTRAINT_NAME, float(size.total - context.target_bytes))
 
 
 def optimize(study: optuna.Study, context: SearchContext, *, on_trial_end: Callable[[optuna.Study, FrozenTrial], None]) -> None:

@@ -1,0 +1,210 @@
+"""The BO search: space, budget fitting, every sampler, resume after SIGINT, refusals, report."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from autocompress.compress import compressible_layers
+from autocompress.models import build_model, save_checkpoint
+from autocompress.pack import estimate_size, read_packed
+from autocompress.plan import LayerSetting, Plan
+from autocompress.search import (
+    SAMPLERS,
+    SearchSpace,
+    TargetUnreachableError,
+    best_uniform_plan,
+    check_target,
+    fit_to_budget,
+    load_settings,
+    run_search,
+)
+
+TINY_MODEL = '''
+import torch
+from torch import nn
+
+def tiny(num_classes=10):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+    )
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's own model, importable as ``tinynet:tiny`` (the ``package.module:factory`` form)."""
+    folder = tmp_path_factory.mktemp("usermodel")
+    (folder / "tinynet.py").write_text(TINY_MODEL)
+    sys.path.insert(0, str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def resnet20() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("resnet20")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_module: Path, synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A baseline trained by the search itself (no --checkpoint given), cached where the search keeps it."""
+    root = tmp_path_factory.mktemp("baseline")
+    messages: list[str] = []
+    run_search(settings_for(root, synthetic_data_dir, None, baseline_epochs=1, trials=1, warm_start=False), log=messages.append)
+    assert any("no --checkpoint: training a tinynet:tiny baseline for 1 epochs first" in message for message in messages)
+    cache = root / "baselines" / "tinynet_tiny-cifar10-s0.pt"
+    assert cache.exists()
+    return cache
+
+
+def settings_for(root: Path, data_dir: Path, checkpoint: Path | None, **overrides) -> object:
+    values = dict(
+        target_size="6KB", model="tinynet:tiny", checkpoint=None if checkpoint is None else str(checkpoint),
+        data_dir=str(data_dir), output_root=str(root), val_size=200,
+        trials=4, epochs_per_trial=0.1, final_epochs=0.1, batch_size=64, sampler_startup_trials=2,
+        device="cpu", bits_max=6,
+    )
+    values.update(overrides)
+    return load_settings(None, values)
+
+
+def test_space_suggests_and_reproduces_plans(resnet20) -> None:
+    space = SearchSpace(layers=tuple(compressible_layers(resnet20)), quantizers=("clipq", "kmeans"))
+    plan = Plan.uniform(space.layers, sparsity=0.5, bits=4, quantizer="kmeans")
+    trial = optuna.trial.FixedTrial(space.params_of(plan))
+    assert space.suggest(trial).layers == plan.layers
+    assert len(space.params_of(plan)) == 3 * 20
+
+
+def test_fit_to_budget_always_fits_and_leaves_fitting_plans_alone(resnet20) -> None:
+    space = SearchSpace(layers=tuple(compressible_layers(resnet20)))
+    rng = random.Random(0)
+    smallest = estimate_size(resnet20, space.smallest_plan(), model_spec="resnet20").total
+    for _ in range(4):
+        plan = Plan(layers={name: LayerSetting(rng.uniform(0, 0.95), rng.randint(2, 8)) for name in space.layers})
+        target = rng.randint(smallest, 150_000)
+        fitted = fit_to_budget(resnet20, plan, space, target, model_spec="resnet20")
+        assert fitted is not None
+        assert estimate_size(resnet20, fitted, model_spec="resnet20").total <= target
+        assert fit_to_budget(resnet20, fitted, space, target, model_spec="resnet20") is fitted
+    assert fit_to_budget(resnet20, plan, space, smallest - 1, model_spec="resnet20") is None
+
+
+def test_targets_are_checked_before_any_training(resnet20) -> None:
+    space = SearchSpace(layers=tuple(compressible_layers(resnet20)))
+    smallest = estimate_size(resnet20, space.smallest_plan(), model_spec="resnet20").total
+    with pytest.raises(TargetUnreachableError, match=f"{smallest:,}"):
+        check_target(resnet20, space, smallest - 1, model_spec="resnet20")
+    assert not check_target(resnet20, space, smallest, model_spec="resnet20").trivial
+    assert check_target(resnet20, space, 10_000_000, model_spec="resnet20").trivial
+    uniform = best_uniform_plan(resnet20, space, 50_000, model_spec="resnet20")
+    assert estimate_size(resnet20, uniform, model_spec="resnet20").total <= 50_000
+    assert len({(s.sparsity, s.bits) for s in uniform.layers.values()}) == 1
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs_a_short_study_to_completion(
+    sampler: str, tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, sampler=sampler, study_name=f"s-{sampler}")
+    outcome = run_search(settings, log=lambda _: None)
+    study = optuna.load_study(study_name=f"s-{sampler}", storage=settings.resolved_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert study.metric_names == ["val_accuracy"]
+    assert {t.user_attrs["strategy"] for t in complete[:2]} == {"uniform-warmstart", "sensitivity-warmstart"}
+    for trial in complete:
+        assert trial.user_attrs["packed_bytes"] <= settings.target_bytes and trial.user_attrs["feasible"]
+        assert trial.user_attrs["constraint"][0] <= 0
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    packed_bytes = os.path.getsize(outcome.study_dir / "best.acz")
+    assert best["result"]["packed_bytes"] == packed_bytes <= settings.target_bytes
+    assert read_packed(outcome.study_dir / "best.acz").n_bytes == packed_bytes
+    for name in ("run.yaml", "trials.csv", "pareto.csv", "pareto.png", "pareto.html", "best_trial.yaml"):
+        assert (outcome.study_dir / name).stat().st_size > 0, name
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "autocompress.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigint_mid_search_then_rerun_completes_the_study(
+    tiny_module: Path, tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(tiny_module), "OMP_NUM_THREADS": "1"}
+    args = ["search", "--target-size", "6KB", "--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint),
+            "--data-dir", str(synthetic_data_dir),
+            "--val-size", "200", "--trials", "6", "--epochs-per-trial", "1", "--final-epochs", "0.1",
+            "--batch-size", "64", "--study-name", "resume", "--device", "cpu", "--sampler", "random"]
+    storage = f"sqlite:///{tmp_path / 'studies' / 'resume' / 'study.db'}"
+    process = run_cli(*args, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    finished_before: list[tuple[int, float]] = []
+    while time.monotonic() < deadline and len(finished_before) < 2:
+        time.sleep(1)
+        try:
+            trials = optuna.load_study(study_name="resume", storage=storage).trials
+        except (KeyError, Exception):  # the study is not created yet
+            continue
+        finished_before = [(t.number, t.value) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    interrupted = optuna.load_study(study_name="resume", storage=storage).trials
+    kept = {(t.number, t.value) for t in interrupted if t.state == optuna.trial.TrialState.COMPLETE}
+    assert set(finished_before) <= kept and len(kept) < 6
+    rerun = run_cli(*args, env=env, cwd=tmp_path)
+    _, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr
+    final = optuna.load_study(study_name="resume", storage=storage).trials
+    complete = {(t.number, t.value) for t in final if t.state == optuna.trial.TrialState.COMPLETE}
+    assert kept <= complete and len(complete) == 6
+    assert (tmp_path / "studies" / "resume" / "best.acz").exists()
+
+
+def test_impossible_and_trivial_targets(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(TargetUnreachableError, match="smallest plan"):
+        run_search(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="100B"), log=lambda _: None)
+    assert not (tmp_path / "tinynet_tiny-100B").exists()  # refused before anything was written
+    messages: list[str] = []
+    outcome = run_search(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="10MB"), log=messages.append)
+    assert any("no compression needed" in message for message in messages)
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    assert best["layers"] == {} and best["result"]["packed_bytes"] == os.path.getsize(outcome.study_dir / "best.acz")
+
+
+def test_cli_refuses_bad_sizes_and_report_regenerates_from_storage(
+    tiny_module: Path, tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(tiny_module), "OMP_NUM_THREADS": "1"}
+    bad = run_cli("search", "--target-size", "1XB", env=env, cwd=tmp_path)
+    _, stderr = bad.communicate(timeout=120)
+    assert bad.returncode == 2 and stderr.startswith("error: cannot read '1XB' as a size") and "Traceback" not in stderr
+    tiny = run_cli("search", "--target-size", "200B", "--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint),
+                   "--data-dir", str(synthetic_data_dir), env=env, cwd=tmp_path)
+    _, stderr = tiny.communicate(timeout=120)
+    assert tiny.returncode == 2 and "smallest plan this search space allows" in stderr
+    settings = settings_for(tmp_path / "studies", synthetic_data_dir, tiny_checkpoint, trials=2, study_name="rep")
+    run_search(settings, log=lambda _: None)
+    (settings.study_dir / "trials.csv").unlink()
+    report = run_cli("report", "--study", "rep", env=env, cwd=tmp_path)
+    stdout, stderr = report.communicate(timeout=120)
+    assert report.returncode == 0, stderr
+    assert (settings.study_dir / "trials.csv").exists() and "best feasible" in stdout
