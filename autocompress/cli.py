@@ -214,10 +214,11 @@ class ApplyCommand(Command):
         save_checkpoint(weights_path, model, model_spec=spec, plan=str(args.plan))
         plan.result = {"packed_bytes": compressed.size.total,
                        "accuracy": {"val": round(compressed.val_accuracy, 4), "test": round(compressed.test_accuracy, 4)}}
-        plan.save(out.with_suffix(".yaml"))
+        result_path = out.with_name(out.stem + ".plan.yaml")  # never the input plan: nothing written is lost
+        plan.save(result_path)
         print(f"wrote {out}: {format_size(compressed.size.total)} ({compressed.size.ratio_to_fp32:.2%} of fp32); "
               f"val top-1 {compressed.val_accuracy:.2%}, test top-1 {compressed.test_accuracy:.2%}\n"
-              f"full-precision fine-tuned weights: {weights_path}; plan with results: {out.with_suffix('.yaml')}")
+              f"full-precision fine-tuned weights: {weights_path}; plan with results: {result_path}")
         return 0
 
 

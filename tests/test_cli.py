@@ -52,6 +52,17 @@ def test_size_export_evaluate_agree_on_bytes(workspace: Path, synthetic_data_dir
     assert "test top-1" in evaluate.stdout and f"{total:,} bytes" in evaluate.stdout
 
 
+def test_apply_never_overwrites_its_input_plan(workspace: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "mine.yaml"
+    plan.write_text((workspace / "plan.yaml").read_text())
+    original = plan.read_text()
+    applied = run_cli("apply", "--plan", plan, "--checkpoint", workspace / "r20.pt", "--data-dir", synthetic_data_dir,
+                      "--val-size", "200")
+    assert applied.returncode == 0, applied.stderr
+    assert plan.read_text() == original
+    assert (tmp_path / "mine.acz").exists() and (tmp_path / "mine.plan.yaml").exists()
+
+
 def test_train_then_apply_on_synthetic_data(workspace: Path, synthetic_data_dir: Path) -> None:
     data = ("--data-dir", synthetic_data_dir, "--val-size", "200")
     trained = run_cli("train", "--model", "resnet20", "--epochs", "0.5", "--batch-size", "64", "--out", workspace / "base.pt", *data)
@@ -60,7 +71,7 @@ def test_train_then_apply_on_synthetic_data(workspace: Path, synthetic_data_dir:
     applied = run_cli("apply", "--plan", workspace / "plan.yaml", "--checkpoint", workspace / "base.pt",
                       "--finetune-epochs", "0.2", "--batch-size", "64", "--out", workspace / "applied.acz", *data)
     assert applied.returncode == 0, applied.stderr
-    result = Plan.load(workspace / "applied.yaml").result
+    result = Plan.load(workspace / "applied.plan.yaml").result
     assert result["packed_bytes"] == os.path.getsize(workspace / "applied.acz")
     assert 0.0 <= result["accuracy"]["test"] <= 1.0
 
