@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -138,6 +139,22 @@ def test_every_sampler_runs_a_short_study_to_completion(
         assert (outcome.study_dir / name).stat().st_size > 0, name
 
 
+def completed_trials(database: Path) -> list[tuple[int, float]]:
+    """(number, value) of the study's complete trials, read with plain sqlite3 so that the
+    poll never creates tables while the search process is creating them."""
+    if not database.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            rows = connection.execute(
+                "SELECT t.number, v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.state = 'COMPLETE'"
+            ).fetchall()
+    except sqlite3.Error:  # tables not created yet
+        return []
+    return [(int(number), float(value)) for number, value in rows]
+
+
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "autocompress.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -151,17 +168,14 @@ def test_sigint_mid_search_then_rerun_completes_the_study(
             "--data-dir", str(synthetic_data_dir),
             "--val-size", "200", "--trials", "6", "--epochs-per-trial", "1", "--final-epochs", "0.1",
             "--batch-size", "64", "--study-name", "resume", "--device", "cpu", "--sampler", "random"]
-    storage = f"sqlite:///{tmp_path / 'studies' / 'resume' / 'study.db'}"
+    database = tmp_path / "studies" / "resume" / "study.db"
+    storage = f"sqlite:///{database}"
     process = run_cli(*args, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 300
     finished_before: list[tuple[int, float]] = []
-    while time.monotonic() < deadline and len(finished_before) < 2:
+    while time.monotonic() < deadline and len(finished_before) < 2 and process.poll() is None:
         time.sleep(1)
-        try:
-            trials = optuna.load_study(study_name="resume", storage=storage).trials
-        except (KeyError, Exception):  # the study is not created yet
-            continue
-        finished_before = [(t.number, t.value) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        finished_before = completed_trials(database)
     assert process.poll() is None, process.communicate()
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -37,6 +38,7 @@ METRIC_NAMES = ["val_accuracy"]
 CONSTRAINT_NAME = "packed_bytes_over_target"  # feasible when <= 0
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SENSITIVITY_IMAGES = 1000
+STORAGE_ATTEMPTS = 3
 
 
 @dataclass
@@ -90,14 +92,21 @@ def open_study(settings: SearchSettings) -> optuna.Study:
     """Create the study, or load it when the storage already holds one of that name (resume)."""
     if settings.storage is None:
         settings.study_dir.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        storage=settings.resolved_storage,
-        study_name=settings.resolved_study_name,
-        direction="maximize",
-        sampler=make_sampler(settings.sampler, seed=settings.seed, n_startup_trials=settings.sampler_startup_trials),
-        pruner=make_pruner(settings.pruner),
-        load_if_exists=True,
-    )
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            study = optuna.create_study(
+                storage=settings.resolved_storage,
+                study_name=settings.resolved_study_name,
+                direction="maximize",
+                sampler=make_sampler(settings.sampler, seed=settings.seed, n_startup_trials=settings.sampler_startup_trials),
+                pruner=make_pruner(settings.pruner),
+                load_if_exists=True,
+            )
+            break
+        except SQLAlchemyError:  # another process is creating the same new storage's tables right now
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise
+            time.sleep(1.0 + attempt)
     if study.metric_names != METRIC_NAMES:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
