@@ -167,12 +167,16 @@ def _represent_dict(dumper: yaml.SafeDumper, data: dict[str, Any]) -> yaml.Node:
 _PlanDumper.add_representer(dict, _represent_dict)
 
 
+def _refuse_unknown_fields(fields: dict[Any, Any], allowed: set[str], where: str) -> None:
+    unknown = set(fields) - allowed
+    if unknown:
+        raise PlanError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(allowed))}")
+
+
 def _parse_plan(document: Any, source: str) -> Plan:
     if not isinstance(document, dict):
         raise PlanError(f"{source}: expected a mapping with 'format', 'version' and 'layers', got {type(document).__name__}")
-    unknown = set(document) - _TOP_FIELDS
-    if unknown:
-        raise PlanError(f"{source}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(_TOP_FIELDS))}")
+    _refuse_unknown_fields(document, _TOP_FIELDS, source)
     if document.get("format") != PLAN_FORMAT:
         raise PlanError(f"{source}: format: expected {PLAN_FORMAT!r}, got {document.get('format')!r}")
     if document.get("version") != PLAN_VERSION:
@@ -194,9 +198,7 @@ def _parse_plan(document: Any, source: str) -> Plan:
 def _parse_layer(fields: Any, where: str) -> LayerSetting:
     if not isinstance(fields, dict):
         raise PlanError(f"{where}: expected a mapping like {{sparsity: 0.5, bits: 4, quantizer: clipq}}, got {fields!r}")
-    unknown = set(fields) - _LAYER_FIELDS
-    if unknown:
-        raise PlanError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(_LAYER_FIELDS))}")
+    _refuse_unknown_fields(fields, _LAYER_FIELDS, where)
     for required in _REQUIRED_LAYER_FIELDS:
         if required not in fields:
             raise PlanError(f"{where}: missing field '{required}'")
