@@ -15,7 +15,7 @@ from torch import nn
 
 from autocompress.compress import QuantizedWeight, attach_fake_quant_, detach_fake_quant_, harden_, recalibrate_bn_
 from autocompress.data import DataSplits, DeviceLoader, TensorSet
-from autocompress.engine import EpochCallback, TrainResult, evaluate, train
+from autocompress.engine import EpochCallback, StepCallback, TrainResult, evaluate, train
 from autocompress.pack import SizeReport, size_of_quantized, write_packed
 from autocompress.plan import Plan
 
@@ -54,6 +54,7 @@ def finetune_under_plan_(
     val_set: TensorSet | None = None,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainResult | None:
     """In-parallel pruning-quantization fine-tuning, then BN recalibration, in place.
 
@@ -75,6 +76,7 @@ def finetune_under_plan_(
                 val_set=val_set,
                 progress=progress,
                 on_epoch_end=on_epoch_end,
+                on_step=on_step,
             )
         recalibrate_bn(model, train_set, device=device, seed=seed)
     finally:

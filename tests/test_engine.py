@@ -205,3 +205,11 @@ def test_pretrained_resnet56_reaches_its_published_accuracy(shared_dir: Path, re
     model = build_model("resnet56")
     load_checkpoint(model, shared_dir / "weights/akamaster/resnet56-4bfd9763.th")
     assert evaluate(model, real_test_set, device="cpu") == pytest.approx(0.9339, abs=1e-4)
+
+
+def test_on_step_is_called_after_every_step_with_the_global_step(synthetic_splits, make_tiny_cnn) -> None:
+    steps: list[int] = []
+    train(make_tiny_cnn(), synthetic_splits.train, device="cpu", epochs=1.5, batch_size=256, progress=False,
+          on_step=steps.append)
+    steps_per_epoch = len(synthetic_splits.train) // 256
+    assert steps == list(range(1, math.ceil(1.5 * steps_per_epoch) + 1))

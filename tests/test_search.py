@@ -130,6 +130,7 @@ def test_every_sampler_runs_a_short_study_to_completion(
     assert {t.user_attrs["strategy"] for t in complete[:2]} == {"uniform-warmstart", "sensitivity-warmstart"}
     for trial in complete:
         assert trial.user_attrs["packed_bytes"] <= settings.target_bytes and trial.user_attrs["feasible"]
+        assert list(trial.intermediate_values) == [1, 2]  # reports for the median pruner within 0.1 epoch
         assert trial.user_attrs["constraint"][0] <= 0
     best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
     packed_bytes = os.path.getsize(outcome.study_dir / "best.acz")

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from autocompress.engine._device import resolve_device
 from autocompress.engine._evaluate import evaluate, predict
-from autocompress.engine._train import EpochCallback, TrainResult, train
+from autocompress.engine._train import EpochCallback, StepCallback, TrainResult, train
 
-__all__ = ["EpochCallback", "TrainResult", "evaluate", "predict", "resolve_device", "train"]
+__all__ = ["EpochCallback", "StepCallback", "TrainResult", "evaluate", "predict", "resolve_device", "train"]

@@ -24,6 +24,7 @@ from autocompress.errors import AutocompressError, CheckpointError, TrainingDive
 from autocompress.models import atomic_torch_save
 
 EpochCallback = Callable[[int, "float | None"], None]
+StepCallback = Callable[[int], None]
 
 _STATE_FORMAT = "autocompress/train-state"
 _CHECK_EVERY_STEPS = 10  # finite-loss checks (and bar updates) sync with the device this often
@@ -83,6 +84,7 @@ def train(
     progress: bool = True,
     checkpoint_path: str | Path | None = None,
     on_epoch_end: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD and a per-step cosine schedule from ``lr`` to 0.
 
@@ -90,7 +92,9 @@ def train(
     last epoch being partial. Epoch ``e`` shuffles and augments with seed ``seed + e``.
     After each epoch, ``val_set`` (if given) is evaluated, the state is saved to
     ``checkpoint_path`` (if given) and ``on_epoch_end(e, val_accuracy)`` is called with the
-    0-based epoch index; exceptions from the callback propagate (e.g. to prune a trial). When
+    0-based epoch index; ``on_step(step)`` is called after every optimizer step with the 1-based
+    global step (the model is in training mode; a callback that evaluates must switch modes
+    itself, as :func:`evaluate` does). Exceptions from callbacks propagate (e.g. to prune a trial). When
     ``checkpoint_path`` already holds the state of the same run, training resumes after its
     last finished epoch. Parametrized weights (``torch.nn.utils.parametrize``) train through
     their ``original`` parameters like any other parameter.
@@ -129,7 +133,9 @@ def train(
         for epoch in range(state.epochs_finished, schedule.num_epochs):
             bar.set_description(f"epoch {epoch + 1}/{schedule.num_epochs}")
             batches = islice(loader.iter_epoch(epoch), schedule.steps_in_epoch(epoch))
-            loss = _train_epoch(model, batches, optimizer, scheduler, device, bar, epoch * schedule.steps_per_epoch)
+            loss = _train_epoch(
+                model, batches, optimizer, scheduler, device, bar, epoch * schedule.steps_per_epoch, on_step
+            )
             val_accuracy = evaluate(model, val_set, device=device) if val_set is not None else None
             state = _Progress(epoch + 1, loss, val_accuracy)
             if val_accuracy is not None:
@@ -171,6 +177,7 @@ def _train_epoch(
     device: torch.device,
     bar: tqdm[Any],
     first_step: int,
+    on_step: StepCallback | None = None,
 ) -> float:
     """One (possibly partial) epoch; returns its mean loss. Syncs with the device only every
     ``_CHECK_EVERY_STEPS`` steps, where it checks the losses are finite."""
@@ -179,7 +186,7 @@ def _train_epoch(
     seen_images = 0
     pending: list[Tensor] = []
     with mode(model, training=True):
-        for images, labels in batches:
+        for step_in_epoch, (images, labels) in enumerate(batches, start=1):
             with autocast_for(device):
                 logits = model(images)
             loss = F.cross_entropy(logits.float(), labels)
@@ -187,6 +194,8 @@ def _train_epoch(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if on_step is not None:
+                on_step(first_step + step_in_epoch)
             pending.append(loss.detach())
             correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen_images += len(labels)

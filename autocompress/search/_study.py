@@ -10,6 +10,7 @@ would forbid intermediate reports, and with them every Optuna pruner.)
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -38,6 +39,8 @@ METRIC_NAMES = ["val_accuracy"]
 CONSTRAINT_NAME = "packed_bytes_over_target"  # feasible when <= 0
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SENSITIVITY_IMAGES = 1000
+PRUNING_IMAGES = 1000  # validation images behind each intermediate report
+REPORTS_PER_TRIAL = 4
 STORAGE_ATTEMPTS = 3
 
 
@@ -167,17 +170,7 @@ def run_trial(trial: optuna.Trial, context: SearchContext) -> float:
         return 0.0
     trial.set_user_attr("repaired", plan is not proposal)
     model = copy.deepcopy(context.baseline)
-
-    def report(epoch: int, accuracy: float | None) -> None:
-        if accuracy is None:
-            return
-        trial.report(accuracy, step=epoch)
-        if trial.should_prune():
-            trial.set_user_attr("wall_seconds", time.perf_counter() - started)
-            trial.set_constraint(CONSTRAINT_NAME, 0.0)  # the fitted plan is within budget by its estimate
-            raise optuna.TrialPruned(f"validation accuracy {accuracy:.4f} after epoch {epoch + 1}")
-
-    use_reports = settings.pruner != "none" and settings.epochs_per_trial > 1
+    on_step = pruning_reports(trial, model, context, started) if settings.pruner != "none" else None
     try:
         finetune_under_plan_(
             model,
@@ -188,9 +181,8 @@ def run_trial(trial: optuna.Trial, context: SearchContext) -> float:
             lr=settings.lr,
             batch_size=settings.batch_size,
             seed=settings.seed + trial.number,
-            val_set=context.splits.val if use_reports else None,
             progress=False,
-            on_epoch_end=report if use_reports else None,
+            on_step=on_step,
         )
     except TrainingDivergedError as error:
         trial.set_user_attr("fail_reason", str(error))
@@ -198,6 +190,30 @@ def run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     compressed = measure_within_budget(model, plan, context)
     record_result(trial, compressed, context, started)
     return float(compressed.val_accuracy or 0.0)
+
+
+def pruning_reports(
+    trial: optuna.Trial, model: nn.Module, context: SearchContext, started: float
+) -> Callable[[int], None]:
+    """A step callback that reports accuracy on a fixed validation subset ``REPORTS_PER_TRIAL``
+    times during fine-tuning (fractional epochs included) and prunes the trial when told to."""
+    settings = context.settings
+    steps_per_epoch = max(len(context.splits.train) // settings.batch_size, 1)
+    total_steps = math.ceil(settings.epochs_per_trial * steps_per_epoch)
+    every = max(total_steps // REPORTS_PER_TRIAL, 1)
+    subset = context.splits.val.subset(torch.arange(min(PRUNING_IMAGES, len(context.splits.val))))
+
+    def on_step(step: int) -> None:
+        if step % every or step >= total_steps:
+            return
+        accuracy = evaluate(model, subset, device=context.device)
+        trial.report(accuracy, step=step)
+        if trial.should_prune():
+            trial.set_user_attr("wall_seconds", time.perf_counter() - started)
+            trial.set_constraint(CONSTRAINT_NAME, 0.0)  # the fitted plan is within budget by its estimate
+            raise optuna.TrialPruned(f"accuracy {accuracy:.4f} on {len(subset)} validation images at step {step}")
+
+    return on_step
 
 
 def measure_within_budget(model: nn.Module, plan: Plan, context: SearchContext, *, measure_test: bool = False) -> CompressedModel:
