@@ -239,7 +239,8 @@ def parse_duration(text: str) -> float:
             return float(cleaned[:-1]) * units[cleaned[-1]]
         return float(cleaned)
     except ValueError:
-        raise AutocompressError(f"cannot read {text!r} as a duration; use seconds (7200) or 2h, 90m, 45s") from None
+        # argparse turns this into one "invalid value" line with the usage (exit 2), no traceback
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a duration; use seconds (7200) or 2h, 90m, 45s") from None
 
 
 class SearchCommand(Command):

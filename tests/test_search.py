@@ -213,6 +213,9 @@ def test_cli_refuses_bad_sizes_and_report_regenerates_from_storage(
     bad = run_cli("search", "--target-size", "1XB", env=env, cwd=tmp_path)
     _, stderr = bad.communicate(timeout=120)
     assert bad.returncode == 2 and stderr.startswith("error: cannot read '1XB' as a size") and "Traceback" not in stderr
+    bad_timeout = run_cli("search", "--target-size", "50KB", "--timeout", "2x", env=env, cwd=tmp_path)
+    _, stderr = bad_timeout.communicate(timeout=120)
+    assert bad_timeout.returncode == 2 and "cannot read '2x' as a duration" in stderr and "Traceback" not in stderr
     tiny = run_cli("search", "--target-size", "200B", "--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint),
                    "--data-dir", str(synthetic_data_dir), env=env, cwd=tmp_path)
     _, stderr = tiny.communicate(timeout=120)
