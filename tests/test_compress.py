@@ -7,6 +7,8 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -17,6 +19,8 @@ from autocompress.compress import (
     detach_fake_quant_,
     harden_,
     kept_count,
+    magnitude_mask,
+    magnitude_ranks,
     quantize,
     recalibrate_bn_,
     uniform_grid_max,
@@ -179,3 +183,18 @@ def test_recalibration_gives_the_exact_batch_statistics() -> None:
     expected_mean = activations.mean(dim=(0, 2, 3))
     assert torch.allclose(model[1].running_mean, expected_mean, atol=1e-5)
     assert not model.training
+
+
+@given(
+    values=st.lists(st.integers(-3, 3), min_size=1, max_size=60),
+    keep_share=st.floats(0.0, 1.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_magnitude_mask_is_the_rank_order_even_with_ties(values: list[int], keep_share: float) -> None:
+    weight = torch.tensor(values, dtype=torch.float32) / 4  # many exact ties, zeros included
+    n_kept = max(1, round(keep_share * weight.numel()))
+    mask = magnitude_mask(weight, n_kept)
+    assert int(mask.sum()) == n_kept
+    assert torch.equal(mask, magnitude_ranks(weight) < n_kept)
+    if n_kept < weight.numel():
+        assert weight[mask].abs().min() >= weight[~mask].abs().max()

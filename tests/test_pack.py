@@ -19,8 +19,9 @@ import autocompress.pack._format as pack_format
 from autocompress.compress import compressible_layers
 from autocompress.errors import PackFormatError
 from autocompress.models import build_model
-from autocompress.pack import estimate_size, export_packed, read_packed
+from autocompress.pack import SizeAccountant, estimate_size, export_packed, read_packed
 from autocompress.pack._bits import pack_bits, packed_length, unpack_bits
+from autocompress.pack._cost import MAX_GAP_WIDTH, gap_field_count, gap_field_counts
 from autocompress.pack._format import _gap_fields, _positions_from_gaps
 from autocompress.plan import QUANTIZERS, LayerSetting, Plan
 
@@ -157,3 +158,53 @@ def test_other_files_and_other_models_are_refused(packed_file: Path, tmp_path: P
 def test_the_reader_never_unpickles() -> None:
     source = inspect.getsource(pack_format)
     assert "pickle" not in source.replace("no pickle", "") and "torch.load" not in source
+
+
+@given(
+    runs=st.lists(st.one_of(st.integers(0, 40), st.integers(0, 200_000)), min_size=1, max_size=200),
+)
+@settings(max_examples=100, deadline=None)
+def test_all_gap_widths_at_once_equal_one_width_at_a_time(runs: list[int]) -> None:
+    tensor = torch.tensor(runs)
+    assert gap_field_counts(tensor) == [gap_field_count(tensor, width) for width in range(1, MAX_GAP_WIDTH + 1)]
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_the_accountant_gives_the_estimate_byte_for_byte(resnet20, quantizer: str) -> None:
+    rng = random.Random(10 + QUANTIZERS.index(quantizer))
+    sizes = SizeAccountant(resnet20, model_spec="resnet20")
+    for _ in range(6):
+        plan = random_plan(resnet20, rng, quantizer)
+        assert sizes.estimate(plan) == estimate_size(resnet20, plan, model_spec="resnet20")
+
+
+def test_the_accountant_ranks_a_layer_again_when_its_weights_change() -> None:
+    torch.manual_seed(1)
+    model = build_model("resnet20").eval()
+    sizes = SizeAccountant(model, model_spec="resnet20")
+    plan = Plan.uniform(compressible_layers(model), sparsity=0.9, bits=3, quantizer="clipq")
+    before = sizes.total(plan)
+    with torch.no_grad():  # move the large weights of every layer to one corner: the gap index changes
+        for layer in compressible_layers(model).values():
+            flat = layer.weight.view(-1)
+            flat.copy_(flat.abs().sort(descending=True).values)
+    after = sizes.total(plan)
+    assert after == estimate_size(model, plan, model_spec="resnet20").total
+    assert after != before
+
+
+def test_the_accountant_is_exact_where_a_one_bit_gap_index_beats_the_bitmap_on_a_dense_layer() -> None:
+    torch.manual_seed(2)
+    model = build_model("resnet20").eval()
+    layers = compressible_layers(model)
+    with torch.no_grad():  # the tail of every weight is tiny, so pruning leaves trailing zeros only
+        for layer in layers.values():
+            flat = layer.weight.view(-1)
+            flat[int(0.6 * flat.numel()):] *= 1e-3
+    sizes = SizeAccountant(model, model_spec="resnet20")
+    for sparsity in (0.4, 0.45, 0.49):  # more than half kept; 3 bits, so the dense encoding costs more
+        plan = Plan.uniform(layers, sparsity=sparsity, bits=3, quantizer="clipq")
+        report = sizes.estimate(plan)
+        assert report == estimate_size(model, plan, model_spec="resnet20")
+        encodings = [(layer.cost.encoding, layer.cost.gap_width) for layer in report.layers]
+        assert encodings.count(("gap", 1)) >= len(encodings) // 2  # the shortcut's case, and it was exact

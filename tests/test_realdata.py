@@ -10,7 +10,7 @@ import torch
 
 from autocompress.compress import compressible_layers
 from autocompress.data import prepare_splits
-from autocompress.engine import evaluate, predict
+from autocompress.engine import predict
 from autocompress.models import build_model, load_checkpoint
 from autocompress.pack import read_packed
 from autocompress.pipeline import finetune_under_plan_, harden_and_measure

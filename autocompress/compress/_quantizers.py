@@ -53,14 +53,35 @@ def uniform_grid_max(bits: int) -> int:
 
 
 def magnitude_mask(weight: torch.Tensor, n_kept: int) -> torch.Tensor:
-    """Boolean mask of the ``n_kept`` largest-magnitude weights (exactly that many)."""
-    flat = weight.detach().reshape(-1).abs()
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=weight.device)
-    if n_kept >= flat.numel():
-        mask.fill_(True)
-    else:
-        mask[torch.topk(flat, n_kept, sorted=False).indices] = True
-    return mask.view_as(weight)
+    """Boolean mask of the ``n_kept`` largest-magnitude weights (exactly that many).
+
+    Ties at the threshold go to the lower flat index, so the mask is a function
+    of the weights alone (``rank < n_kept`` with :func:`magnitude_ranks` gives the
+    same mask). One ``kthvalue`` per call, no sort and no host synchronisation.
+    """
+    flat = weight.detach().reshape(-1).abs().float()
+    numel = flat.numel()
+    if n_kept >= numel:
+        return torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
+    threshold = torch.kthvalue(flat, numel - n_kept + 1).values
+    above = flat > threshold
+    ties = flat == threshold
+    places_for_ties = n_kept - above.sum()  # a tensor: no host sync, so GPU steps do not stall here
+    first_ties = ties & (torch.cumsum(ties, 0) <= places_for_ties)  # more ties than places: lower index wins
+    return (above | first_ties).view_as(weight)
+
+
+def magnitude_ranks(weight: torch.Tensor) -> torch.Tensor:
+    """Each weight's place (0 = largest magnitude) in the order :func:`magnitude_mask` keeps them.
+
+    ``magnitude_ranks(w) < k`` equals ``magnitude_mask(w, k)`` for every ``k``; one
+    sort answers all sparsities, which is what repeated size accounting needs.
+    """
+    flat = weight.detach().reshape(-1).abs().float()
+    order = torch.sort(flat, descending=True, stable=True).indices
+    ranks = torch.empty(flat.numel(), dtype=torch.int32, device=weight.device)
+    ranks[order] = torch.arange(flat.numel(), dtype=torch.int32, device=weight.device)
+    return ranks.view_as(weight)
 
 
 def quantize(weight: torch.Tensor, setting: LayerSetting, *, kmeans_init: torch.Tensor | None = None) -> QuantizedWeight:

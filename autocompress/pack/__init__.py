@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from autocompress.pack._format import PackedModel, export_packed, read_packed, write_packed
-from autocompress.pack._size import FORMAT_VERSION, LayerSize, SizeReport, estimate_size, size_of_quantized
+from autocompress.pack._size import FORMAT_VERSION, LayerSize, SizeAccountant, SizeReport, estimate_size, size_of_quantized
 
 __all__ = [
     "FORMAT_VERSION",
     "LayerSize",
     "PackedModel",
     "SizeReport",
+    "SizeAccountant",
     "estimate_size",
     "export_packed",
     "read_packed",

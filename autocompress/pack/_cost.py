@@ -48,8 +48,7 @@ class LayerCost:
 def zero_runs(kept_flat: torch.Tensor) -> torch.Tensor:
     """Number of pruned weights before each kept weight (since the previous kept one)."""
     positions = torch.nonzero(kept_flat.reshape(-1)).reshape(-1)
-    previous = torch.cat([positions.new_full((1,), -1), positions[:-1]])
-    return positions - previous - 1
+    return torch.diff(positions, prepend=positions.new_full((1,), -1)) - 1
 
 
 def gap_field_count(runs: torch.Tensor, width: int) -> int:
@@ -58,8 +57,30 @@ def gap_field_count(runs: torch.Tensor, width: int) -> int:
     return int(runs.numel() + torch.div(runs, escape_step, rounding_mode="floor").sum().item())
 
 
-def layer_cost(numel: int, n_kept: int, n_levels: int, table_len: int, runs: torch.Tensor | None) -> LayerCost:
-    """The cheapest encoding's exact cost. ``runs`` (from :func:`zero_runs`) is needed only when sparse."""
+_HISTOGRAM_RUNS = 4096  # runs shorter than this are counted by a histogram; the rare longer ones one by one
+_ESCAPE_STEPS = torch.tensor([2**width - 1 for width in range(1, MAX_GAP_WIDTH + 1)], dtype=torch.float64)
+# _ESCAPES_PER_RUN[w - 1, r]: escape fields a run of r zeros needs at width w
+_ESCAPES_PER_RUN = torch.div(torch.arange(_HISTOGRAM_RUNS, dtype=torch.float64)[None, :], _ESCAPE_STEPS[:, None], rounding_mode="floor")
+
+
+def gap_field_counts(runs: torch.Tensor) -> list[int]:  # runs may live on any device; 4 KB come back
+    """:func:`gap_field_count` for every width 1..``MAX_GAP_WIDTH`` at once (entry ``w - 1``).
+
+    One pass over the runs builds a histogram of the short ones; every width's
+    escape count is then one small matrix product, and the few long runs are
+    added exactly. Counts stay below 2**53, so the float64 sums are exact.
+    """
+    runs = runs.reshape(-1)
+    histogram = torch.bincount(runs.clamp(max=_HISTOGRAM_RUNS), minlength=_HISTOGRAM_RUNS + 1).cpu()
+    escapes = _ESCAPES_PER_RUN @ histogram[:_HISTOGRAM_RUNS].double()
+    if int(histogram[_HISTOGRAM_RUNS]):
+        long_runs = runs[runs >= _HISTOGRAM_RUNS].cpu().double()
+        escapes += torch.div(long_runs[None, :], _ESCAPE_STEPS[:, None], rounding_mode="floor").sum(1)
+    return [runs.numel() + int(count) for count in escapes.tolist()]
+
+
+def layer_cost(numel: int, n_kept: int, n_levels: int, table_len: int, gap_fields: list[int] | None) -> LayerCost:
+    """The cheapest encoding's exact cost. ``gap_fields`` (from :func:`gap_field_counts`) is needed only when sparse."""
     codebook = table_len * TABLE_ITEM_BYTES
     overhead = 1 + CODES_FIELDS.size
     kept_width = bit_width(n_levels)
@@ -69,9 +90,8 @@ def layer_cost(numel: int, n_kept: int, n_levels: int, table_len: int, runs: tor
     kept_values = packed_length(n_kept, kept_width)
     bitmap = LayerCost("bitmap", 0, 0, kept_values, packed_length(numel, 1), codebook, overhead)
     best = min((best, bitmap), key=lambda cost: cost.total)
-    assert runs is not None, "a sparse layer's cost depends on where its zeros are"
-    for width in range(1, MAX_GAP_WIDTH + 1):
-        fields = gap_field_count(runs, width)
+    assert gap_fields is not None, "a sparse layer's cost depends on where its zeros are"
+    for width, fields in enumerate(gap_fields, start=1):
         index = GAP_COUNT.size + packed_length(fields, width)
         if index + kept_values + codebook + overhead < best.total:
             best = LayerCost("gap", width, fields, kept_values, index, codebook, overhead)

@@ -33,7 +33,7 @@ from torch import nn
 from autocompress.compress import QuantizedWeight, dequantize, folded_running_var, harden_, is_foldable_batchnorm
 from autocompress.errors import AutocompressError, PackFormatError
 from autocompress.pack._bits import bit_width, pack_bits, packed_length, unpack_bits
-from autocompress.pack._cost import CODES_FIELDS, ENCODINGS, GAP_COUNT, TABLE_ITEM_BYTES, zero_runs
+from autocompress.pack._cost import CODES_FIELDS, ENCODINGS, GAP_COUNT, zero_runs
 from autocompress.pack._layout import (
     KIND_BATCHNORM,
     KIND_CODES,

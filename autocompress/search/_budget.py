@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,12 +12,15 @@ from torch import nn
 
 from autocompress.compress import compressible_layers, dequantize, quantize
 from autocompress.errors import AutocompressError
-from autocompress.pack import estimate_size
+from autocompress.pack import SizeAccountant
 from autocompress.plan import LayerSetting, Plan
 from autocompress.search._space import SearchSpace
 from autocompress.units import format_size
 
 _BISECTION_STEPS = 14
+_FIT_STEPS = 20
+_FIT_RESOLUTION = 2.0 / 2**14
+FIT_SLACK = 0.001  # a repaired plan may leave this share of the target unused
 
 
 class TargetUnreachableError(AutocompressError):
@@ -37,10 +41,10 @@ class BudgetCheck:
         return self.target_bytes >= self.uncompressed_bytes
 
 
-def check_target(model: nn.Module, space: SearchSpace, target_bytes: int, *, model_spec: str) -> BudgetCheck:
+def check_target(sizes: SizeAccountant, space: SearchSpace, target_bytes: int) -> BudgetCheck:
     """Refuse a target the space cannot reach, before any training."""
-    smallest = estimate_size(model, space.smallest_plan(), model_spec=model_spec).total
-    uncompressed = estimate_size(model, Plan(layers={}), model_spec=model_spec).total
+    smallest = sizes.total(space.smallest_plan())
+    uncompressed = sizes.total(Plan(layers={}))
     if target_bytes < smallest:
         raise TargetUnreachableError(
             f"target {format_size(target_bytes)} is below the smallest plan this search space allows, "
@@ -50,26 +54,45 @@ def check_target(model: nn.Module, space: SearchSpace, target_bytes: int, *, mod
     return BudgetCheck(target_bytes, smallest, uncompressed)
 
 
-def fit_to_budget(model: nn.Module, plan: Plan, space: SearchSpace, target_bytes: int, *, model_spec: str) -> Plan | None:
+def fit_to_budget(sizes: SizeAccountant, plan: Plan, space: SearchSpace, target_bytes: int) -> Plan | None:
     """The plan itself if it fits; else the least change toward the smallest plan that fits; None if none does.
 
     The path from ``plan`` to the smallest plan moves every layer's sparsity
     toward the maximum first (t in [0, 1]), then its bits toward the minimum
-    (t in [1, 2]); the smallest fitting t is found by bisection on exact sizes.
+    (t in [1, 2]). The size falls monotonically along it, and the smallest
+    fitting t is bracketed and found on exact sizes by regula falsi (Illinois
+    variant) inside whichever half holds the answer, stopping once a fitting plan
+    uses all but ``FIT_SLACK`` of the target. The two ends, t = 1 and t = 2, keep
+    every layer at its maximum sparsity, so their sizes are mostly remembered by
+    ``sizes`` from one proposal to the next.
     """
-
-    def size_at(t: float) -> int:
-        return estimate_size(model, _toward_smallest(plan, space, t), model_spec=model_spec).total
-
-    if size_at(0.0) <= target_bytes:
+    plan_at = lambda t: _toward_smallest(plan, space, t)  # noqa: E731
+    over_at = lambda t: sizes.total(plan_at(t)) - target_bytes  # noqa: E731
+    low, over_low = 0.0, over_at(0.0)
+    if over_low <= 0:
         return plan
-    if size_at(2.0) > target_bytes:
+    high, over_high = 2.0, over_at(2.0)
+    if over_high > 0:
         return None
-    low, high = 0.0, 2.0
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2
-        low, high = (low, middle) if size_at(middle) <= target_bytes else (middle, high)
-    return _toward_smallest(plan, space, high)
+    over_one = over_at(1.0)  # sparsity at the maximum, bits kept: the size is smooth on either side
+    low, over_low, high, over_high = (low, over_low, 1.0, over_one) if over_one <= 0 else (1.0, over_one, high, over_high)
+    stale_side = 0  # -1: low kept its end twice in a row, +1: high did
+    for _ in range(_FIT_STEPS):
+        if high - low < _FIT_RESOLUTION or -over_high <= FIT_SLACK * target_bytes:
+            break
+        secant = high - over_high * (high - low) / (over_high - over_low) if over_high != over_low else (low + high) / 2
+        margin = (high - low) / 64  # never sit on an end of the bracket
+        middle = min(max(secant, low + margin), high - margin)
+        over_middle = over_at(middle)
+        if over_middle <= 0:
+            high, over_high = middle, over_middle
+            over_low = over_low / 2 if stale_side == -1 else over_low
+            stale_side = -1
+        else:
+            low, over_low = middle, over_middle
+            over_high = over_high / 2 if stale_side == 1 else over_high
+            stale_side = 1
+    return plan_at(high)
 
 
 def _toward_smallest(plan: Plan, space: SearchSpace, t: float) -> Plan:
@@ -94,26 +117,26 @@ def relative_distortion(model: nn.Module, plan: Plan) -> float:
     return total
 
 
-def best_uniform_plan(model: nn.Module, space: SearchSpace, target_bytes: int, *, model_spec: str) -> Plan | None:
+def best_uniform_plan(sizes: SizeAccountant, space: SearchSpace, target_bytes: int) -> Plan | None:
     """One sparsity and one bit-width for every layer: for each bit-width the least sparsity that fits,
     and of those the one of least relative distortion."""
     candidates = []
     for quantizer in space.quantizers:
         for bits in range(space.bits_min, space.bits_max + 1):
-            plan = _least_uniform_sparsity(model, space, bits, quantizer, target_bytes, model_spec)
+            plan = _least_uniform_sparsity(sizes, space, bits, quantizer, target_bytes)
             if plan is not None:
-                candidates.append((relative_distortion(model, plan), plan))
+                candidates.append((relative_distortion(sizes.model, plan), plan))
     return min(candidates, key=lambda item: item[0])[1] if candidates else None
 
 
 def _least_uniform_sparsity(
-    model: nn.Module, space: SearchSpace, bits: int, quantizer: str, target_bytes: int, model_spec: str
+    sizes: SizeAccountant, space: SearchSpace, bits: int, quantizer: str, target_bytes: int
 ) -> Plan | None:
     def plan_at(sparsity: float) -> Plan:
         return Plan.uniform(space.layers, sparsity=sparsity, bits=bits, quantizer=quantizer)
 
     def fits(sparsity: float) -> bool:
-        return estimate_size(model, plan_at(sparsity), model_spec=model_spec).total <= target_bytes
+        return sizes.total(plan_at(sparsity)) <= target_bytes
 
     if fits(space.sparsity_min):
         return plan_at(space.sparsity_min)
@@ -127,13 +150,11 @@ def _least_uniform_sparsity(
 
 
 def sensitivity_plan(
-    model: nn.Module,
+    sizes: SizeAccountant,
     space: SearchSpace,
     target_bytes: int,
     reference: Plan,
     score: Callable[[nn.Module], float],
-    *,
-    model_spec: str,
 ) -> Plan | None:
     """Spend more of the budget on the layers whose compression hurts most.
 
@@ -141,8 +162,9 @@ def sensitivity_plan(
     ``score`` (e.g. accuracy on a few validation images) measures the damage;
     the more sensitive half gets lower sparsity and one more bit, the least
     sensitive layers higher sparsity and one bit less; then the plan is fitted
-    to the budget.
+    to the budget. The probing happens on a copy; ``sizes.model`` is not touched.
     """
+    model = copy.deepcopy(sizes.model)
     layers = compressible_layers(model)
     base_score = score(model)
     drops: dict[str, float] = {}
@@ -161,4 +183,4 @@ def sensitivity_plan(
         sparsity = space.sparsity_max - share * (space.sparsity_max - space.sparsity_min) * 0.8
         bits = min(max(base.bits + (1 if share > 0.66 else -1 if share < 0.33 else 0), space.bits_min), space.bits_max)
         settings[name] = LayerSetting(sparsity=sparsity, bits=bits, quantizer=base.quantizer)
-    return fit_to_budget(model, Plan(layers=settings), space, target_bytes, model_spec=model_spec)
+    return fit_to_budget(sizes, Plan(layers=settings), space, target_bytes)

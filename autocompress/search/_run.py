@@ -16,6 +16,7 @@ from autocompress.compress import compressible_layers
 from autocompress.data import DataSplits, DeviceLoader, prepare_splits
 from autocompress.engine import evaluate, resolve_device, train
 from autocompress.models import build_model, load_checkpoint, save_checkpoint
+from autocompress.pack import SizeAccountant
 from autocompress.plan import Plan
 from autocompress.search._budget import check_target
 from autocompress.search._settings import SearchSettings
@@ -56,7 +57,7 @@ def run_search(settings: SearchSettings, *, log=print) -> SearchOutcome:  # noqa
     if settings.checkpoint is not None:
         load_checkpoint(probe, settings.checkpoint)
     space = space_for(probe, settings)
-    budget = check_target(probe, space, settings.target_bytes, model_spec=spec)  # before any data or training
+    budget = check_target(SizeAccountant(probe, model_spec=spec), space, settings.target_bytes)  # before data or training
     splits = prepare_splits(settings.dataset, settings.data_dir, val_size=settings.val_size, split_seed=settings.split_seed)
     baseline = probe if settings.checkpoint is not None else prepare_baseline(settings, splits, device, log=log)
     baseline.to(device).eval()
@@ -67,12 +68,13 @@ def run_search(settings: SearchSettings, *, log=print) -> SearchOutcome:  # noqa
         return write_trivial_result(settings, baseline, splits, device, budget.uncompressed_bytes, log=log)
     study = open_study(settings)
     context = SearchContext(settings, baseline, splits, space, device, spec)
-    describe_study(study, context, log=log)
-    if not study.trials and settings.warm_start:
-        queued = enqueue_warm_starts(study, context)
-        log(f"warm start: queued {', '.join(queued) or 'nothing (no uniform plan fits)'}")
-    optimize(study, context, on_trial_end=lambda s, _: write_best_so_far(s, folder, spec, settings.target_bytes))
-    return finalize(study, context, log=log)
+    with context.interrupt:
+        describe_study(study, context, log=log)
+        if not study.trials and settings.warm_start:
+            queued = enqueue_warm_starts(study, context)
+            log(f"warm start: queued {', '.join(queued) or 'nothing (no uniform plan fits)'}")
+        optimize(study, context, on_trial_end=lambda s, _: write_best_so_far(s, folder, spec, settings.target_bytes))
+        return finalize(study, context, log=log)
 
 
 def space_for(model: nn.Module, settings: SearchSettings) -> SearchSpace:
@@ -157,7 +159,8 @@ def finalize(study, context: SearchContext, *, log=print) -> SearchOutcome:  # n
         log(f"final fine-tune of trial {best.number} ({settings.final_epochs:g} epochs)")
         model = copy.deepcopy(context.baseline)
         finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.final_epochs,
-                             lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed)
+                             lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
+                             on_step=context.interrupt.check)
         compressed = measure_within_budget(model, plan, context, measure_test=True)
         packed_path = folder / "best.acz"
         compressed.write(packed_path)

@@ -1,0 +1,160 @@
+"""Does pruning weak trials early buy more trials per hour at the same final accuracy?
+
+Two studies of the same search (``studies/resnet20-50KB.yaml``: ResNet-20, real
+CIFAR-10, 50 KB target, TPE, 0.25 epochs per trial, warm-started) that differ only
+in the pruner: ``median`` (4 intermediate reports per trial on 1,000 validation
+images) against ``none``. The two arms run interleaved in one process, one trial
+at a time, the arm that has used less wall time going next, so load from other
+processes hits both alike; each arm gets the same wall-clock budget.
+
+It prints, per arm: finished trials (complete + pruned) and trials per hour, the
+best feasible validation accuracy reached, and how long the arm took to first
+reach the best accuracy the other arm ever reached (time to equal accuracy). No
+final fine-tune is run: only the search itself is compared.
+
+    python benchmarks/multi_fidelity.py                  # 20 minutes per arm
+    python benchmarks/multi_fidelity.py --quick          # 3 minutes per arm, 0.05-epoch trials
+    python benchmarks/multi_fidelity.py --minutes 40 --pruner hyperband
+
+The studies are written under a temporary folder that is deleted at the end
+(``--keep DIR`` keeps them there, e.g. for ``autocompress report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+
+from autocompress.data import prepare_splits
+from autocompress.engine import resolve_device
+from autocompress.errors import TrainingDivergedError
+from autocompress.models import build_model, load_checkpoint
+from autocompress.search import load_settings
+from _common import machine_line
+from autocompress.search._run import space_for
+from autocompress.search._study import (
+    FINISHED_STATES,
+    SearchContext,
+    best_feasible_trial,
+    enqueue_warm_starts,
+    open_study,
+    run_trial,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Arm:
+    name: str
+    study: optuna.Study
+    context: SearchContext
+    wall_seconds: float = 0.0
+    best_curve: list[tuple[float, float]] = field(default_factory=list)  # (arm wall seconds, best feasible val)
+
+    @property
+    def finished(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+    @property
+    def pruned(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
+
+    @property
+    def best(self) -> float:
+        best = best_feasible_trial(self.study)
+        return float("nan") if best is None else float(best.value)
+
+    def run_one_trial(self) -> None:
+        started = time.perf_counter()
+        self.study.optimize(lambda trial: run_trial(trial, self.context), n_trials=1, catch=(TrainingDivergedError,))
+        self.wall_seconds += time.perf_counter() - started
+        self.best_curve.append((self.wall_seconds, self.best))
+
+    def seconds_to_reach(self, accuracy: float) -> float | None:
+        return next((seconds for seconds, best in self.best_curve if best >= accuracy), None)
+
+
+def make_arm(pruner: str, args: argparse.Namespace, root: Path, baseline: torch.nn.Module, splits, device) -> Arm:  # noqa: ANN001
+    settings = load_settings(
+        REPO_ROOT / "studies" / "resnet20-50KB.yaml",
+        {
+            "checkpoint": str(args.weights),
+            "data_dir": str(args.data_dir),
+            "pruner": pruner,
+            "epochs_per_trial": args.epochs_per_trial,
+            "seed": args.seed,
+            "output_root": str(root),
+            "study_name": f"pruner-{pruner}",
+            "device": "cpu",
+        },
+    )
+    study = open_study(settings)
+    context = SearchContext(settings, baseline, splits, space_for(baseline, settings), device, settings.model)
+    enqueue_warm_starts(study, context)
+    return Arm(pruner, study, context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 minutes per arm, 0.05-epoch trials")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget per arm (default 20; quick 3)")
+    parser.add_argument("--epochs-per-trial", type=float, default=None, help="default 0.25 (the preset's); quick 0.05")
+    parser.add_argument("--pruner", default="median", choices=("median", "hyperband"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--weights", type=Path, default=REPO_ROOT.parent / "shared" / "weights" / "akamaster" / "resnet20-12fca82f.th")
+    parser.add_argument("--keep", type=Path, default=None, help="write the two studies here and keep them")
+    args = parser.parse_args(argv)
+    args.epochs_per_trial = args.epochs_per_trial or (0.05 if args.quick else 0.25)
+    budget_seconds = 60 * (args.minutes or (3 if args.quick else 20))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    device = resolve_device("cpu")
+    baseline = build_model("resnet20")
+    load_checkpoint(baseline, args.weights)
+    baseline.eval()
+    splits = prepare_splits("cifar10", args.data_dir, val_size=5000, split_seed=0)
+    print(machine_line("multi_fidelity", f"optuna {optuna.__version__}"))
+    print(
+        f"# ResNet-20 at 50 KB, TPE, {args.epochs_per_trial:g} epochs per trial, seed {args.seed}; "
+        f"pruner {args.pruner} vs none, {budget_seconds / 60:g} min of wall time each, interleaved trial by trial\n"
+    )
+    with tempfile.TemporaryDirectory(dir=REPO_ROOT / "studies", prefix=".multi-fidelity-") as scratch:
+        root = args.keep or Path(scratch)
+        arms = [make_arm(args.pruner, args, root, baseline, splits, device), make_arm("none", args, root, baseline, splits, device)]
+        while any(arm.wall_seconds < budget_seconds for arm in arms):
+            arm = min((a for a in arms if a.wall_seconds < budget_seconds), key=lambda a: a.wall_seconds)
+            arm.run_one_trial()
+            print(
+                f"  {arm.name:<9} trial {arm.finished:>3} ({arm.pruned} pruned) at {arm.wall_seconds / 60:5.1f} min: "
+                f"best feasible val {arm.best:.4f}",
+                flush=True,
+            )
+        pruned_arm, plain_arm = arms
+        header = f"{'pruner':<10} {'trials':>6} {'pruned':>6} {'minutes':>8} {'trials/hour':>12} {'best val':>9} {'min to reach other best':>24}"
+        print("\n" + header)
+        print("-" * len(header))
+        for arm, other in ((pruned_arm, plain_arm), (plain_arm, pruned_arm)):
+            reach = arm.seconds_to_reach(other.best)
+            print(
+                f"{arm.name:<10} {arm.finished:>6} {arm.pruned:>6} {arm.wall_seconds / 60:>8.1f} "
+                f"{3600 * arm.finished / arm.wall_seconds:>12.1f} {arm.best:>9.4f} "
+                f"{'never' if reach is None else f'{reach / 60:.1f}':>24}"
+            )
+        speedup = (pruned_arm.finished / pruned_arm.wall_seconds) / (plain_arm.finished / plain_arm.wall_seconds)
+        print(
+            f"\nRESULT: with the {args.pruner} pruner {speedup:.2f}x the trials per hour; best feasible val "
+            f"{pruned_arm.best:.4f} vs {plain_arm.best:.4f} without pruning"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
