@@ -275,6 +275,8 @@ class SearchCommand(Command):
         parser.add_argument("--max-bits", type=int, dest="bits_max")
         parser.add_argument("--quantizers", help="comma-separated: clipq,uniform,kmeans (several: searched per layer)")
         parser.add_argument("--no-warm-start", dest="warm_start", action="store_const", const=False)
+        parser.add_argument("--space", choices=["absolute", "relative"],
+                            help="absolute per-layer values (default), or shifts around the best uniform plan")
 
     def take_action(self, args: argparse.Namespace) -> int:
         from autocompress.search import load_settings, run_search

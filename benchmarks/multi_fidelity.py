@@ -45,6 +45,7 @@ from autocompress.search._study import (
     best_feasible_trial,
     enqueue_warm_starts,
     open_study,
+    relative_space,
     run_trial,
 )
 
@@ -82,24 +83,74 @@ class Arm:
         return next((seconds for seconds, best in self.best_curve if best >= accuracy), None)
 
 
-def make_arm(pruner: str, args: argparse.Namespace, root: Path, baseline: torch.nn.Module, splits, device) -> Arm:  # noqa: ANN001
+    @property
+    def best_guided(self) -> float:
+        """Best feasible value among the sampler's own trials (warm starts left out)."""
+        values = [
+            float(trial.value)
+            for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if trial.user_attrs.get("feasible") and "warmstart" not in trial.user_attrs.get("strategy", "")
+        ]
+        return max(values, default=float("nan"))
+
+
+def make_arm(label: str, overrides: dict[str, object], args: argparse.Namespace, root: Path, baseline: torch.nn.Module, splits, device) -> Arm:  # noqa: ANN001, E501
+    """One study of the ResNet-20 50 KB preset with ``overrides``, warm starts queued (as `autocompress search` does)."""
     settings = load_settings(
         REPO_ROOT / "studies" / "resnet20-50KB.yaml",
         {
             "checkpoint": str(args.weights),
             "data_dir": str(args.data_dir),
-            "pruner": pruner,
             "epochs_per_trial": args.epochs_per_trial,
             "seed": args.seed,
             "output_root": str(root),
-            "study_name": f"pruner-{pruner}",
+            "study_name": label,
             "device": "cpu",
+            **overrides,
         },
     )
     study = open_study(settings)
     context = SearchContext(settings, baseline, splits, space_for(baseline, settings), device, settings.model)
+    if settings.space == "relative":
+        context.space = relative_space(context) or context.space
     enqueue_warm_starts(study, context)
-    return Arm(pruner, study, context)
+    return Arm(label, study, context)
+
+
+def run_interleaved(arms: list[Arm], budget_seconds: float) -> None:
+    """Run trials, always on the arm that has used the least wall time, until each has used the budget."""
+    while any(arm.wall_seconds < budget_seconds for arm in arms):
+        arm = min((a for a in arms if a.wall_seconds < budget_seconds), key=lambda a: a.wall_seconds)
+        arm.run_one_trial()
+        print(
+            f"  {arm.name:<16} trial {arm.finished:>3} ({arm.pruned} pruned) at {arm.wall_seconds / 60:5.1f} min: "
+            f"best feasible val {arm.best:.4f}",
+            flush=True,
+        )
+
+
+def print_arms(arms: list[Arm]) -> None:
+    """Per arm: trials, pruned, minutes, trials/hour, best val, best sampler-made val, minutes to reach the other's best."""
+    header = (
+        f"{'arm':<16} {'trials':>6} {'pruned':>6} {'minutes':>8} {'trials/hour':>12} {'best val':>9} "
+        f"{'best sampled':>13} {'min to reach other best':>24}"
+    )
+    print("\n" + header)
+    print("-" * len(header))
+    for arm in arms:
+        other_best = max(other.best for other in arms if other is not arm)
+        reach = arm.seconds_to_reach(other_best)
+        print(
+            f"{arm.name:<16} {arm.finished:>6} {arm.pruned:>6} {arm.wall_seconds / 60:>8.1f} "
+            f"{3600 * arm.finished / arm.wall_seconds:>12.1f} {arm.best:>9.4f} {arm.best_guided:>13.4f} "
+            f"{'never' if reach is None else f'{reach / 60:.1f}':>24}"
+        )
+
+
+def load_baseline_and_data(args: argparse.Namespace):  # noqa: ANN201
+    baseline = build_model("resnet20")
+    load_checkpoint(baseline, args.weights)
+    return baseline.eval(), prepare_splits("cifar10", args.data_dir, val_size=5000, split_seed=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     budget_seconds = 60 * (args.minutes or (3 if args.quick else 20))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     device = resolve_device("cpu")
-    baseline = build_model("resnet20")
-    load_checkpoint(baseline, args.weights)
-    baseline.eval()
-    splits = prepare_splits("cifar10", args.data_dir, val_size=5000, split_seed=0)
+    baseline, splits = load_baseline_and_data(args)
     print(machine_line("multi_fidelity", f"optuna {optuna.__version__}"))
     print(
         f"# ResNet-20 at 50 KB, TPE, {args.epochs_per_trial:g} epochs per trial, seed {args.seed}; "
@@ -128,26 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(dir=REPO_ROOT / "studies", prefix=".multi-fidelity-") as scratch:
         root = args.keep or Path(scratch)
-        arms = [make_arm(args.pruner, args, root, baseline, splits, device), make_arm("none", args, root, baseline, splits, device)]
-        while any(arm.wall_seconds < budget_seconds for arm in arms):
-            arm = min((a for a in arms if a.wall_seconds < budget_seconds), key=lambda a: a.wall_seconds)
-            arm.run_one_trial()
-            print(
-                f"  {arm.name:<9} trial {arm.finished:>3} ({arm.pruned} pruned) at {arm.wall_seconds / 60:5.1f} min: "
-                f"best feasible val {arm.best:.4f}",
-                flush=True,
-            )
+        arms = [
+            make_arm(f"pruner-{args.pruner}", {"pruner": args.pruner}, args, root, baseline, splits, device),
+            make_arm("pruner-none", {"pruner": "none"}, args, root, baseline, splits, device),
+        ]
+        run_interleaved(arms, budget_seconds)
+        print_arms(arms)
         pruned_arm, plain_arm = arms
-        header = f"{'pruner':<10} {'trials':>6} {'pruned':>6} {'minutes':>8} {'trials/hour':>12} {'best val':>9} {'min to reach other best':>24}"
-        print("\n" + header)
-        print("-" * len(header))
-        for arm, other in ((pruned_arm, plain_arm), (plain_arm, pruned_arm)):
-            reach = arm.seconds_to_reach(other.best)
-            print(
-                f"{arm.name:<10} {arm.finished:>6} {arm.pruned:>6} {arm.wall_seconds / 60:>8.1f} "
-                f"{3600 * arm.finished / arm.wall_seconds:>12.1f} {arm.best:>9.4f} "
-                f"{'never' if reach is None else f'{reach / 60:.1f}':>24}"
-            )
         speedup = (pruned_arm.finished / pruned_arm.wall_seconds) / (plain_arm.finished / plain_arm.wall_seconds)
         print(
             f"\nRESULT: with the {args.pruner} pruner {speedup:.2f}x the trials per hour; best feasible val "

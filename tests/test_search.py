@@ -92,6 +92,33 @@ def test_space_suggests_and_reproduces_plans(resnet20) -> None:
     assert len(space.params_of(plan)) == 3 * 20
 
 
+def test_relative_space_shifts_around_its_anchor_and_reproduces_plans(resnet20) -> None:
+    absolute = SearchSpace(layers=tuple(compressible_layers(resnet20)), sparsity_max=0.95, bits_min=2, bits_max=6)
+    space = absolute.around(Plan.uniform(absolute.layers, sparsity=0.8, bits=3, quantizer="clipq"))
+    names = list(space.layers)
+    plan = Plan(layers={name: LayerSetting(0.8 + (0.1 if i % 2 else -0.15), 3 + (i % 3) - 1) for i, name in enumerate(names)})
+    params = space.params_of(plan)
+    assert set(params) == {f"{name}.{kind}" for name in names for kind in ("sparsity_shift", "bits_shift")}
+    suggested = space.suggest(optuna.trial.FixedTrial(params))
+    for name in names:
+        assert suggested.layers[name].bits == plan.layers[name].bits
+        assert suggested.layers[name].sparsity == pytest.approx(plan.layers[name].sparsity)
+    far = Plan.uniform(names, sparsity=0.0, bits=6, quantizer="clipq")  # outside the shifts: clamped to them
+    clamped = space.suggest(optuna.trial.FixedTrial(space.params_of(far)))
+    assert {(s.bits, round(s.sparsity, 6)) for s in clamped.layers.values()} == {(4, 0.6)}
+    assert all(value == 0 for value in space.params_of(space.anchor).values())
+
+
+def test_a_relative_search_runs_and_records_shifts(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, sampler="tpe", study_name="rel", space="relative")
+    run_search(settings, log=lambda _: None)
+    study = optuna.load_study(study_name="rel", storage=settings.resolved_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and all(t.user_attrs["feasible"] for t in complete)
+    assert all(name.endswith(("sparsity_shift", "bits_shift")) for name in complete[0].params)
+    assert all(value == 0 for value in complete[0].params.values())  # the uniform warm start is the anchor
+
+
 def test_fit_to_budget_always_fits_and_leaves_fitting_plans_alone(resnet20) -> None:
     space = SearchSpace(layers=tuple(compressible_layers(resnet20)))
     rng = random.Random(0)
@@ -245,6 +272,15 @@ def test_cli_refuses_bad_sizes_and_report_regenerates_from_storage(
 
 
 def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_check() -> None:
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # SIG_IGN under nohup, e.g.
+    try:
+        swallow_a_ctrl_c_then_check()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def swallow_a_ctrl_c_then_check() -> None:
     with InterruptGuard() as guard:
         guard.check()  # nothing pressed: no effect
         try:
@@ -254,4 +290,3 @@ def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_check() -> None:
             pass  # what a weakref or GC callback would do with it: drop it
         with pytest.raises(KeyboardInterrupt):
             guard.check(12)  # as an on_step callback
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -14,7 +14,8 @@ class InterruptGuard:
     registers some; Optuna collects garbage after every trial) is printed and dropped by
     the interpreter, and the search would run on. :meth:`check`, called after every
     training step and every trial, raises it again at that safe point. Outside the main
-    thread (where signal handlers cannot be set) the guard does nothing.
+    thread (where signal handlers cannot be set), and where SIGINT is ignored or has a
+    handler of its own, the guard does nothing.
     """
 
     def __init__(self) -> None:
@@ -23,7 +24,8 @@ class InterruptGuard:
         self._installed = False
 
     def __enter__(self) -> InterruptGuard:
-        if threading.current_thread() is threading.main_thread():
+        # like the interpreter: leave SIGINT alone where it is ignored (nohup) or handled by someone else
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
             self._installed = True
         return self

@@ -30,6 +30,7 @@ from autocompress.search._study import (
     open_study,
     optimize,
     plan_from_attrs,
+    relative_space,
     write_best_so_far,
 )
 from autocompress.pipeline import finetune_under_plan_
@@ -68,6 +69,15 @@ def run_search(settings: SearchSettings, *, log=print) -> SearchOutcome:  # noqa
         return write_trivial_result(settings, baseline, splits, device, budget.uncompressed_bytes, log=log)
     study = open_study(settings)
     context = SearchContext(settings, baseline, splits, space, device, spec)
+    if settings.space == "relative":
+        anchored = relative_space(context)
+        if anchored is None:
+            log("relative space: no uniform plan fits the target, so the search uses absolute values")
+        else:
+            context.space = anchored
+            head = next(iter(anchored.anchor.layers.values()))
+            log(f"relative space: shifts of +-{anchored.sparsity_shift:g} sparsity and +-{anchored.bits_shift} bits "
+                f"around the best uniform plan (sparsity {head.sparsity:.3f}, {head.bits} bits)")
     with context.interrupt:
         describe_study(study, context, log=log)
         if not study.trials and settings.warm_start:

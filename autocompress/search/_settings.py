@@ -12,6 +12,7 @@ import yaml
 from autocompress.errors import AutocompressError
 from autocompress.units import parse_size
 
+SPACES = ("absolute", "relative")
 SAMPLERS = ("tpe", "gp", "botorch", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
 
@@ -49,12 +50,15 @@ class SearchSettings:
     quantizers: list[str] = field(default_factory=lambda: ["clipq"])
     baseline_epochs: float = 30.0  # training of a baseline when no checkpoint is given
     warm_start: bool = True
+    space: str = "absolute"  # or "relative": per-layer shifts around the best uniform plan
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise AutocompressError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.pruner not in PRUNERS:
             raise AutocompressError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.space not in SPACES:
+            raise AutocompressError(f"space must be one of {', '.join(SPACES)}, got {self.space!r}")
         if self.mode != "bo":
             raise AutocompressError(f"mode {self.mode!r} is not available yet; use --mode bo")
         if self.trials < 1 or self.epochs_per_trial < 0 or self.final_epochs < 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import optuna
 
@@ -19,6 +19,9 @@ class SearchSpace:
     bits_min: int = 2
     bits_max: int = 8
     quantizers: tuple[str, ...] = ("clipq",)
+    anchor: Plan | None = None  # set: search shifts around this plan (``relative`` space) instead of absolute values
+    sparsity_shift: float = 0.2  # relative space: each layer's sparsity within anchor +- this
+    bits_shift: int = 1  # relative space: each layer's bits within anchor +- this
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity_min <= self.sparsity_max < 1.0:
@@ -30,11 +33,19 @@ class SearchSpace:
             raise ValueError(f"quantizers must be some of {', '.join(QUANTIZERS)}, got {', '.join(self.quantizers)}")
 
     def suggest(self, trial: optuna.Trial, *, model: str | None = None) -> Plan:
-        """The trial's plan: parameters ``<layer>.sparsity``, ``<layer>.bits`` (and ``<layer>.quantizer``)."""
+        """The trial's plan. Absolute space: parameters ``<layer>.sparsity``, ``<layer>.bits`` (and
+        ``<layer>.quantizer``). Relative space (``anchor`` set): ``<layer>.sparsity_shift`` and
+        ``<layer>.bits_shift``, added to the anchor's setting and clamped into the bounds."""
         layers: dict[str, LayerSetting] = {}
         for name in self.layers:
-            sparsity = trial.suggest_float(f"{name}.sparsity", self.sparsity_min, self.sparsity_max)
-            bits = trial.suggest_int(f"{name}.bits", self.bits_min, self.bits_max)
+            if self.anchor is None:
+                sparsity = trial.suggest_float(f"{name}.sparsity", self.sparsity_min, self.sparsity_max)
+                bits = trial.suggest_int(f"{name}.bits", self.bits_min, self.bits_max)
+            else:
+                base = self.anchor.layers[name]
+                shift = trial.suggest_float(f"{name}.sparsity_shift", -self.sparsity_shift, self.sparsity_shift)
+                sparsity = self._clamp_sparsity(base.sparsity + shift)
+                bits = self._clamp_bits(base.bits + trial.suggest_int(f"{name}.bits_shift", -self.bits_shift, self.bits_shift))
             quantizer = (
                 trial.suggest_categorical(f"{name}.quantizer", list(self.quantizers))
                 if len(self.quantizers) > 1
@@ -48,11 +59,31 @@ class SearchSpace:
         params: dict[str, float | int | str] = {}
         for name in self.layers:
             setting = plan.layers[name]
-            params[f"{name}.sparsity"] = min(max(setting.sparsity, self.sparsity_min), self.sparsity_max)
-            params[f"{name}.bits"] = min(max(setting.bits, self.bits_min), self.bits_max)
+            if self.anchor is None:
+                params[f"{name}.sparsity"] = self._clamp_sparsity(setting.sparsity)
+                params[f"{name}.bits"] = self._clamp_bits(setting.bits)
+            else:
+                base = self.anchor.layers[name]
+                shift = self._clamp_sparsity(setting.sparsity) - base.sparsity
+                params[f"{name}.sparsity_shift"] = min(max(shift, -self.sparsity_shift), self.sparsity_shift)
+                bits_shift = self._clamp_bits(setting.bits) - base.bits
+                params[f"{name}.bits_shift"] = min(max(bits_shift, -self.bits_shift), self.bits_shift)
             if len(self.quantizers) > 1:
                 params[f"{name}.quantizer"] = setting.quantizer if setting.quantizer in self.quantizers else self.quantizers[0]
         return params
+
+    def around(self, anchor: Plan) -> SearchSpace:
+        """The same bounds, searched as shifts around ``anchor`` (which names every layer)."""
+        missing = [name for name in self.layers if name not in anchor.layers]
+        if missing:
+            raise ValueError(f"the anchor plan lacks layers {', '.join(missing[:3])}")
+        return replace(self, anchor=anchor)
+
+    def _clamp_sparsity(self, sparsity: float) -> float:
+        return min(max(sparsity, self.sparsity_min), self.sparsity_max)
+
+    def _clamp_bits(self, bits: int) -> int:
+        return min(max(bits, self.bits_min), self.bits_max)
 
     def smallest_plan(self, *, model: str | None = None) -> Plan:
         """The plan of fewest bytes the space allows (every layer at maximum sparsity and minimum bits)."""

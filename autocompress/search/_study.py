@@ -169,6 +169,15 @@ def plan_from_attrs(trial: FrozenTrial, model_spec: str) -> Plan:
     return Plan(layers=layers, model=model_spec)
 
 
+def relative_space(context: SearchContext) -> SearchSpace | None:
+    """The space as shifts around the best uniform plan (None when no uniform plan fits).
+
+    The anchor is a deterministic function of the baseline, the bounds and the target,
+    so a resumed study gets the same one."""
+    anchor = best_uniform_plan(context.sizes, context.space, context.target_bytes)
+    return None if anchor is None else context.space.around(anchor)
+
+
 def enqueue_warm_starts(study: optuna.Study, context: SearchContext) -> list[str]:
     """Queue the best uniform allocation and a sensitivity-guided one as the first trials."""
     space = context.space

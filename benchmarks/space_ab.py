@@ -1,0 +1,71 @@
+"""Does searching around the best uniform plan find better plans than searching absolute values?
+
+Two studies of the ResNet-20 50 KB search (``studies/resnet20-50KB.yaml``: real
+CIFAR-10, TPE, median pruner, 0.25 epochs per trial, warm-started) that differ only
+in the search space:
+
+* ``absolute``: each layer's sparsity in [0, 0.95] and bits in 2..6;
+* ``relative``: each layer's sparsity within +-0.2 and bits within +-1 of the best
+  uniform plan (the first warm start), clamped to the same bounds.
+
+Both arms run interleaved in one process, one trial at a time, the arm that has
+used less wall time going next, with the same wall-clock budget. The table gives
+each arm's trials, best feasible validation accuracy, and the best accuracy among
+the sampler's own trials (warm starts left out: they are the same in both arms).
+
+    python benchmarks/space_ab.py                 # 15 minutes per arm
+    python benchmarks/space_ab.py --quick         # 3 minutes per arm, 0.05-epoch trials
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from _common import machine_line
+from autocompress.engine import resolve_device
+from multi_fidelity import REPO_ROOT, load_baseline_and_data, make_arm, print_arms, run_interleaved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 minutes per arm, 0.05-epoch trials")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget per arm (default 15; quick 3)")
+    parser.add_argument("--epochs-per-trial", type=float, default=None, help="default 0.25 (the preset's); quick 0.05")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--weights", type=Path, default=REPO_ROOT.parent / "shared" / "weights" / "akamaster" / "resnet20-12fca82f.th")
+    parser.add_argument("--keep", type=Path, default=None, help="write the two studies here and keep them")
+    args = parser.parse_args(argv)
+    args.epochs_per_trial = args.epochs_per_trial or (0.05 if args.quick else 0.25)
+    budget_seconds = 60 * (args.minutes or (3 if args.quick else 15))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    device = resolve_device("cpu")
+    baseline, splits = load_baseline_and_data(args)
+    print(machine_line("space_ab", f"optuna {optuna.__version__}"))
+    print(
+        f"# ResNet-20 at 50 KB, TPE + median pruner, {args.epochs_per_trial:g} epochs per trial, seed {args.seed}; "
+        f"absolute vs relative space, {budget_seconds / 60:g} min of wall time each, interleaved trial by trial\n"
+    )
+    with tempfile.TemporaryDirectory(dir=REPO_ROOT / "studies", prefix=".space-ab-") as scratch:
+        root = args.keep or Path(scratch)
+        arms = [
+            make_arm("space-absolute", {"space": "absolute"}, args, root, baseline, splits, device),
+            make_arm("space-relative", {"space": "relative"}, args, root, baseline, splits, device),
+        ]
+        run_interleaved(arms, budget_seconds)
+        print_arms(arms)
+        absolute, relative = arms
+        print(
+            f"\nRESULT: best feasible val {relative.best:.4f} (relative) vs {absolute.best:.4f} (absolute); "
+            f"best sampler-made trial {relative.best_guided:.4f} vs {absolute.best_guided:.4f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
