@@ -199,8 +199,11 @@ def completed_trials(database: Path) -> list[tuple[int, float]]:
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """The command as a terminal user runs it: SIGINT at its default even when this test runs in a
+    background job (where the shell ignores SIGINT and children inherit that)."""
     return subprocess.Popen([sys.executable, "-m", "autocompress.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_sigint_mid_search_then_rerun_completes_the_study(
