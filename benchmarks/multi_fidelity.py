@@ -153,20 +153,32 @@ def load_baseline_and_data(args: argparse.Namespace):  # noqa: ANN201
     return baseline.eval(), prepare_splits("cifar10", args.data_dir, val_size=5000, split_seed=0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arm_arguments(description: str, default_minutes: float) -> argparse.ArgumentParser:
+    """The options every interleaved-arms benchmark takes; ``finish_arm_arguments`` fills the defaults."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="3 minutes per arm, 0.05-epoch trials")
-    parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget per arm (default 20; quick 3)")
+    parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget per arm (default {default_minutes:g}; quick 3)")
     parser.add_argument("--epochs-per-trial", type=float, default=None, help="default 0.25 (the preset's); quick 0.05")
-    parser.add_argument("--pruner", default="median", choices=("median", "hyperband"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--weights", type=Path, default=REPO_ROOT.parent / "shared" / "weights" / "akamaster" / "resnet20-12fca82f.th")
     parser.add_argument("--keep", type=Path, default=None, help="write the two studies here and keep them")
-    args = parser.parse_args(argv)
+    parser.set_defaults(default_minutes=default_minutes)
+    return parser
+
+
+def finish_arm_arguments(args: argparse.Namespace) -> float:
+    """Fill the quick/full defaults in ``args``; returns the wall-clock budget per arm in seconds."""
     args.epochs_per_trial = args.epochs_per_trial or (0.05 if args.quick else 0.25)
-    budget_seconds = 60 * (args.minutes or (3 if args.quick else 20))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return 60 * (args.minutes or (3 if args.quick else args.default_minutes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arm_arguments(__doc__.split("\n\n")[0], default_minutes=20)
+    parser.add_argument("--pruner", default="median", choices=("median", "hyperband"))
+    args = parser.parse_args(argv)
+    budget_seconds = finish_arm_arguments(args)
     device = resolve_device("cpu")
     baseline, splits = load_baseline_and_data(args)
     print(machine_line("multi_fidelity", f"optuna {optuna.__version__}"))

@@ -19,7 +19,6 @@ the sampler's own trials (warm starts left out: they are the same in both arms).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -28,22 +27,21 @@ import optuna
 
 from _common import machine_line
 from autocompress.engine import resolve_device
-from multi_fidelity import REPO_ROOT, load_baseline_and_data, make_arm, print_arms, run_interleaved
+from multi_fidelity import (
+    REPO_ROOT,
+    arm_arguments,
+    finish_arm_arguments,
+    load_baseline_and_data,
+    make_arm,
+    print_arms,
+    run_interleaved,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 minutes per arm, 0.05-epoch trials")
-    parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget per arm (default 15; quick 3)")
-    parser.add_argument("--epochs-per-trial", type=float, default=None, help="default 0.25 (the preset's); quick 0.05")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
-    parser.add_argument("--weights", type=Path, default=REPO_ROOT.parent / "shared" / "weights" / "akamaster" / "resnet20-12fca82f.th")
-    parser.add_argument("--keep", type=Path, default=None, help="write the two studies here and keep them")
+    parser = arm_arguments(__doc__.split("\n\n")[0], default_minutes=15)
     args = parser.parse_args(argv)
-    args.epochs_per_trial = args.epochs_per_trial or (0.05 if args.quick else 0.25)
-    budget_seconds = 60 * (args.minutes or (3 if args.quick else 15))
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    budget_seconds = finish_arm_arguments(args)
     device = resolve_device("cpu")
     baseline, splits = load_baseline_and_data(args)
     print(machine_line("space_ab", f"optuna {optuna.__version__}"))

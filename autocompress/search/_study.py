@@ -182,7 +182,8 @@ def enqueue_warm_starts(study: optuna.Study, context: SearchContext) -> list[str
     """Queue the best uniform allocation and a sensitivity-guided one as the first trials."""
     space = context.space
     queued: list[str] = []
-    uniform = best_uniform_plan(context.sizes, space, context.target_bytes)
+    # a relative space is anchored at exactly this plan already
+    uniform = space.anchor if space.anchor is not None else best_uniform_plan(context.sizes, space, context.target_bytes)
     if uniform is None:
         return queued
     study.enqueue_trial(space.params_of(uniform), user_attrs={"strategy": "uniform-warmstart"})
