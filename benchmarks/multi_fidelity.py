@@ -174,32 +174,36 @@ def finish_arm_arguments(args: argparse.Namespace) -> float:
     return 60 * (args.minutes or (3 if args.quick else args.default_minutes))
 
 
+def compare_arms(script: str, what: str, arms: dict[str, dict[str, object]], args: argparse.Namespace, budget_seconds: float) -> list[Arm]:
+    """Build one study per entry of ``arms`` (label -> settings overrides), run them interleaved with
+    ``budget_seconds`` each, print the table; the studies live in a temporary folder (or ``--keep``)."""
+    baseline, splits = load_baseline_and_data(args)
+    device = resolve_device("cpu")
+    print(machine_line(script, f"optuna {optuna.__version__}"))
+    print(
+        f"# ResNet-20 at 50 KB, {args.epochs_per_trial:g} epochs per trial, seed {args.seed}; {what}, "
+        f"{budget_seconds / 60:g} min of wall time each, interleaved trial by trial\n"
+    )
+    with tempfile.TemporaryDirectory(dir=REPO_ROOT / "studies", prefix=f".{script}-") as scratch:
+        root = args.keep or Path(scratch)
+        built = [make_arm(label, overrides, args, root, baseline, splits, device) for label, overrides in arms.items()]
+        run_interleaved(built, budget_seconds)
+        print_arms(built)
+    return built
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = arm_arguments(__doc__.split("\n\n")[0], default_minutes=20)
     parser.add_argument("--pruner", default="median", choices=("median", "hyperband"))
     args = parser.parse_args(argv)
     budget_seconds = finish_arm_arguments(args)
-    device = resolve_device("cpu")
-    baseline, splits = load_baseline_and_data(args)
-    print(machine_line("multi_fidelity", f"optuna {optuna.__version__}"))
+    arms = {f"pruner-{args.pruner}": {"pruner": args.pruner}, "pruner-none": {"pruner": "none"}}
+    pruned_arm, plain_arm = compare_arms("multi_fidelity", f"TPE, pruner {args.pruner} vs none", arms, args, budget_seconds)
+    speedup = (pruned_arm.finished / pruned_arm.wall_seconds) / (plain_arm.finished / plain_arm.wall_seconds)
     print(
-        f"# ResNet-20 at 50 KB, TPE, {args.epochs_per_trial:g} epochs per trial, seed {args.seed}; "
-        f"pruner {args.pruner} vs none, {budget_seconds / 60:g} min of wall time each, interleaved trial by trial\n"
+        f"\nRESULT: with the {args.pruner} pruner {speedup:.2f}x the trials per hour; best feasible val "
+        f"{pruned_arm.best:.4f} vs {plain_arm.best:.4f} without pruning"
     )
-    with tempfile.TemporaryDirectory(dir=REPO_ROOT / "studies", prefix=".multi-fidelity-") as scratch:
-        root = args.keep or Path(scratch)
-        arms = [
-            make_arm(f"pruner-{args.pruner}", {"pruner": args.pruner}, args, root, baseline, splits, device),
-            make_arm("pruner-none", {"pruner": "none"}, args, root, baseline, splits, device),
-        ]
-        run_interleaved(arms, budget_seconds)
-        print_arms(arms)
-        pruned_arm, plain_arm = arms
-        speedup = (pruned_arm.finished / pruned_arm.wall_seconds) / (plain_arm.finished / plain_arm.wall_seconds)
-        print(
-            f"\nRESULT: with the {args.pruner} pruner {speedup:.2f}x the trials per hour; best feasible val "
-            f"{pruned_arm.best:.4f} vs {plain_arm.best:.4f} without pruning"
-        )
     return 0
 
 

@@ -20,48 +20,20 @@ the sampler's own trials (warm starts left out: they are the same in both arms).
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
 
-import optuna
-
-from _common import machine_line
-from autocompress.engine import resolve_device
-from multi_fidelity import (
-    REPO_ROOT,
-    arm_arguments,
-    finish_arm_arguments,
-    load_baseline_and_data,
-    make_arm,
-    print_arms,
-    run_interleaved,
-)
+from multi_fidelity import arm_arguments, compare_arms, finish_arm_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = arm_arguments(__doc__.split("\n\n")[0], default_minutes=15)
     args = parser.parse_args(argv)
     budget_seconds = finish_arm_arguments(args)
-    device = resolve_device("cpu")
-    baseline, splits = load_baseline_and_data(args)
-    print(machine_line("space_ab", f"optuna {optuna.__version__}"))
+    arms = {"space-absolute": {"space": "absolute"}, "space-relative": {"space": "relative"}}
+    absolute, relative = compare_arms("space_ab", "TPE + median pruner, absolute vs relative space", arms, args, budget_seconds)
     print(
-        f"# ResNet-20 at 50 KB, TPE + median pruner, {args.epochs_per_trial:g} epochs per trial, seed {args.seed}; "
-        f"absolute vs relative space, {budget_seconds / 60:g} min of wall time each, interleaved trial by trial\n"
+        f"\nRESULT: best feasible val {relative.best:.4f} (relative) vs {absolute.best:.4f} (absolute); "
+        f"best sampler-made trial {relative.best_guided:.4f} vs {absolute.best_guided:.4f}"
     )
-    with tempfile.TemporaryDirectory(dir=REPO_ROOT / "studies", prefix=".space-ab-") as scratch:
-        root = args.keep or Path(scratch)
-        arms = [
-            make_arm("space-absolute", {"space": "absolute"}, args, root, baseline, splits, device),
-            make_arm("space-relative", {"space": "relative"}, args, root, baseline, splits, device),
-        ]
-        run_interleaved(arms, budget_seconds)
-        print_arms(arms)
-        absolute, relative = arms
-        print(
-            f"\nRESULT: best feasible val {relative.best:.4f} (relative) vs {absolute.best:.4f} (absolute); "
-            f"best sampler-made trial {relative.best_guided:.4f} vs {absolute.best_guided:.4f}"
-        )
     return 0
 
 

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from autocompress.compress import compressible_layers
+from autocompress.errors import AutocompressError
 from autocompress.models import build_model
 from autocompress.pack import SizeAccountant, estimate_size, read_packed
 from autocompress.plan import LayerSetting, Plan
@@ -293,3 +294,10 @@ def swallow_a_ctrl_c_then_check() -> None:
             pass  # what a weakref or GC callback would do with it: drop it
         with pytest.raises(KeyboardInterrupt):
             guard.check(12)  # as an on_step callback
+
+
+@pytest.mark.parametrize(("field", "value"), [("space", "sideways"), ("sampler", "annealing"), ("pruner", "sometimes")])
+def test_unknown_choices_in_settings_are_refused_with_the_allowed_ones(field: str, value: str, tmp_path: Path) -> None:
+    with pytest.raises(AutocompressError, match=f"{field} must be one of .*got '{value}'"):
+        load_settings(None, {"target_size": "50KB", field: value, "output_root": str(tmp_path)})
+    assert not any(tmp_path.iterdir())  # nothing written
