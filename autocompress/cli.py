@@ -251,7 +251,14 @@ class SearchCommand(Command):
         # Every default is None: a preset (--config) supplies values, flags given here override it.
         parser.add_argument("--target-size", help="byte budget of the packed file: 50KB, 1MB, 512KiB, 50000")
         parser.add_argument("--config", type=Path, help="preset YAML (see studies/*.yaml); flags override it")
-        parser.add_argument("--mode", choices=["bo"], help="bo: Bayesian optimisation over per-layer settings (CLIP-Q style)")
+        parser.add_argument("--mode", choices=["bo", "admm"],
+                            help="bo: Bayesian optimisation over per-layer settings (CLIP-Q style, default); "
+                                 "admm: constrained optimisation that learns them from the target (Yang et al. 2020)")
+        parser.add_argument("--targets", help="admm: a sweep of targets, e.g. 200KB,100KB,50KB (one run each, a Pareto front)")
+        parser.add_argument("--admm-epochs", type=float, help="admm: epochs of ADMM training before the plan is made hard")
+        parser.add_argument("--projections-per-epoch", type=int, help="admm: Z-steps (projections onto the size budget) per epoch")
+        parser.add_argument("--rho-start", type=float, help="admm: penalty weight at the start (grows geometrically)")
+        parser.add_argument("--rho-end", type=float, help="admm: penalty weight at the last projection")
         parser.add_argument("--sampler", choices=["tpe", "gp", "botorch", "nsga2", "random"])
         parser.add_argument("--pruner", choices=["median", "hyperband", "none"])
         parser.add_argument("--model", help="registered model or package.module:factory (default resnet18)")

@@ -55,13 +55,16 @@ def finetune_under_plan_(
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
     on_step: StepCallback | None = None,
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult | None:
     """In-parallel pruning-quantization fine-tuning, then BN recalibration, in place.
 
     The model leaves with its full-precision weights (fake quantization
     detached): hardening them under ``plan`` gives the compressed model.
+    ``masks`` fixes the sparsity pattern of those layers (see ``attach_fake_quant_``);
+    without it each step re-selects the largest weights.
     """
-    attach_fake_quant_(model, plan)
+    attach_fake_quant_(model, plan, masks)
     try:
         result = None
         if epochs > 0:

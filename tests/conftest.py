@@ -1,15 +1,21 @@
-"""Shared fixtures: a synthetic CIFAR-10 on disk, its splits, the real data in ../shared, a tiny CNN."""
+"""Shared fixtures: a synthetic CIFAR-10 on disk, its splits, the real data in ../shared, a tiny CNN,
+and a user model (``tinynet:tiny``) with a baseline the search trains itself."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from autocompress.data import DataSplits, prepare_splits, write_synthetic_cifar
+from autocompress.search import run_search
+
+from tests._tiny_search import TINY_MODEL, settings_for
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -53,3 +59,24 @@ def tiny_cnn(num_classes: int = 10, seed: int = 0) -> nn.Module:
         nn.Flatten(),
         nn.Linear(128, num_classes),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's own model, importable as ``tinynet:tiny`` (the ``package.module:factory`` form)."""
+    folder = tmp_path_factory.mktemp("usermodel")
+    (folder / "tinynet.py").write_text(TINY_MODEL)
+    sys.path.insert(0, str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_module: Path, synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A baseline trained by the search itself (no --checkpoint given), cached where the search keeps it."""
+    root = tmp_path_factory.mktemp("baseline")
+    messages: list[str] = []
+    run_search(settings_for(root, synthetic_data_dir, None, baseline_epochs=1, trials=1, warm_start=False), log=messages.append)
+    assert any("no --checkpoint: training a tinynet:tiny baseline for 1 epochs first" in message for message in messages)
+    cache = root / "baselines" / "tinynet_tiny-cifar10-s0.pt"
+    assert cache.exists()
+    return cache

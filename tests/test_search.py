@@ -33,57 +33,13 @@ from autocompress.search import (
 )
 from autocompress.search._interrupt import InterruptGuard
 
-TINY_MODEL = '''
-import torch
-from torch import nn
-
-def tiny(num_classes=10):
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
-    )
-'''
-
-
-@pytest.fixture(scope="module")
-def tiny_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A user's own model, importable as ``tinynet:tiny`` (the ``package.module:factory`` form)."""
-    folder = tmp_path_factory.mktemp("usermodel")
-    (folder / "tinynet.py").write_text(TINY_MODEL)
-    sys.path.insert(0, str(folder))
-    return folder
+from tests._tiny_search import settings_for
 
 
 @pytest.fixture(scope="module")
 def resnet20() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model("resnet20")
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_module: Path, synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A baseline trained by the search itself (no --checkpoint given), cached where the search keeps it."""
-    root = tmp_path_factory.mktemp("baseline")
-    messages: list[str] = []
-    run_search(settings_for(root, synthetic_data_dir, None, baseline_epochs=1, trials=1, warm_start=False), log=messages.append)
-    assert any("no --checkpoint: training a tinynet:tiny baseline for 1 epochs first" in message for message in messages)
-    cache = root / "baselines" / "tinynet_tiny-cifar10-s0.pt"
-    assert cache.exists()
-    return cache
-
-
-def settings_for(root: Path, data_dir: Path, checkpoint: Path | None, **overrides) -> object:
-    values = dict(
-        target_size="6KB", model="tinynet:tiny", checkpoint=None if checkpoint is None else str(checkpoint),
-        data_dir=str(data_dir), output_root=str(root), val_size=200,
-        trials=4, epochs_per_trial=0.1, final_epochs=0.1, batch_size=64, sampler_startup_trials=2,
-        device="cpu", bits_max=6,
-    )
-    values.update(overrides)
-    return load_settings(None, values)
-
 
 def test_space_suggests_and_reproduces_plans(resnet20) -> None:
     space = SearchSpace(layers=tuple(compressible_layers(resnet20)), quantizers=("clipq", "kmeans"))

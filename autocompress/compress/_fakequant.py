@@ -21,12 +21,18 @@ from autocompress.plan import LayerSetting, Plan
 class FakeQuantize(nn.Module):
     """A weight parametrization: compressed values forward, identity gradient backward."""
 
-    def __init__(self, setting: LayerSetting) -> None:
+    def __init__(self, setting: LayerSetting, mask: torch.Tensor | None = None) -> None:
         super().__init__()
         self.setting = setting
         self.kmeans_levels: torch.Tensor | None = None  # warm start: one Lloyd step per forward
+        if mask is not None:
+            self.register_buffer("mask", mask.detach().to(torch.bool), persistent=False)
+        else:
+            self.mask = None
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.mask is not None:  # a fixed sparsity pattern: pruned weights compute as 0 and get no gradient
+            weight = weight * self.mask
         with torch.no_grad():
             quantized = quantize(weight, self.setting, kmeans_init=self.kmeans_levels)
             if self.setting.quantizer == "kmeans":
@@ -35,15 +41,25 @@ class FakeQuantize(nn.Module):
         return weight + (hard - weight).detach()
 
 
-def attach_fake_quant_(model: nn.Module, plan: Plan) -> nn.Module:
-    """Parametrize every plan layer's weight with :class:`FakeQuantize` (in place)."""
+def attach_fake_quant_(model: nn.Module, plan: Plan, masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Parametrize every plan layer's weight with :class:`FakeQuantize` (in place).
+
+    With ``masks`` (layer name -> boolean tensor keeping exactly the plan's count),
+    those layers' sparsity patterns are fixed: their pruned weights are set to zero
+    now and can never come back, so hardening after training keeps the same pattern
+    (and the same index bytes)."""
     layers = compressible_layers(model)
     plan.check_layers(layers)
+    masks = masks or {}
     for name, setting in plan.layers.items():
         module = layers[name]
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-        parametrize.register_parametrization(module, "weight", FakeQuantize(setting))
+        mask = masks.get(name)
+        if mask is not None:
+            with torch.no_grad():
+                module.weight.mul_(mask.to(module.weight.device))
+        parametrize.register_parametrization(module, "weight", FakeQuantize(setting, mask))
     return model
 
 

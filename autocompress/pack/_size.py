@@ -28,7 +28,7 @@ from autocompress.pack._layout import (
     model_entries,
     plain_entry_bytes,
 )
-from autocompress.plan import Plan
+from autocompress.plan import LayerSetting, Plan
 
 MAGIC = b"\x89ACZ"
 FORMAT_VERSION = 1
@@ -145,6 +145,20 @@ class SizeAccountant:
         """``estimate(plan).total``."""
         return self.estimate(plan).total
 
+    def layer_bytes(self, name: str, setting: LayerSetting) -> int:
+        """Exact bytes of one layer's entry under ``setting`` (what it adds to ``total``)."""
+        weight = _fp_weight(self._layers[name])
+        entry = Entry(KIND_CODES, name, weight.numel(), weight.shape[0] if weight.dim() else 1)
+        return _planned_layer_size(entry, Plan(layers={name: setting}), self._gap_fields).cost.total
+
+    def other_bytes(self, plan_layers: list[str]) -> int:
+        """Bytes of everything but the compressed layers' entries when ``plan_layers`` are compressed:
+        header, checksum, batch norms, biases and the layers left alone. It does not depend on the settings."""
+        for name in plan_layers:
+            if name not in self._layers:
+                raise KeyError(name)
+        return _report(self.model, set(plan_layers), self.model_spec, _no_layer_cost).total
+
     def prepare(self, names: list[str] | None = None) -> None:
         """Rank the given layers (all by default) now rather than on first use."""
         for name in names if names is not None else list(self._layers):
@@ -204,6 +218,10 @@ class _LayerRanks:
     def last_kept_position(self, n_kept: int) -> int:
         """Flat index of the last weight among the ``n_kept`` largest (positions p with a kept weight at or after p, minus 1)."""
         return int(torch.searchsorted(self.suffix_min, torch.tensor([n_kept], dtype=self.suffix_min.dtype, device=self.suffix_min.device))) - 1
+
+
+def _no_layer_cost(entry: Entry) -> LayerSize:
+    return LayerSize(entry.name, entry.numel, entry.numel, 0, "", LayerCost("dense", 0, 0, 0, 0, 0, 0))
 
 
 def _planned_layer_size(entry: Entry, plan: Plan, gap_fields: Callable[[str, int], list[int]]) -> LayerSize:

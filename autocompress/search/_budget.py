@@ -123,13 +123,13 @@ def best_uniform_plan(sizes: SizeAccountant, space: SearchSpace, target_bytes: i
     candidates = []
     for quantizer in space.quantizers:
         for bits in range(space.bits_min, space.bits_max + 1):
-            plan = _least_uniform_sparsity(sizes, space, bits, quantizer, target_bytes)
+            plan = least_uniform_sparsity(sizes, space, bits, quantizer, target_bytes)
             if plan is not None:
                 candidates.append((relative_distortion(sizes.model, plan), plan))
     return min(candidates, key=lambda item: item[0])[1] if candidates else None
 
 
-def _least_uniform_sparsity(
+def least_uniform_sparsity(
     sizes: SizeAccountant, space: SearchSpace, bits: int, quantizer: str, target_bytes: int
 ) -> Plan | None:
     def plan_at(sparsity: float) -> Plan:

@@ -58,13 +58,19 @@ def run_search(settings: SearchSettings, *, log=print) -> SearchOutcome:  # noqa
     if settings.checkpoint is not None:
         load_checkpoint(probe, settings.checkpoint)
     space = space_for(probe, settings)
-    budget = check_target(SizeAccountant(probe, model_spec=spec), space, settings.target_bytes)  # before data or training
+    probe_sizes = SizeAccountant(probe, model_spec=spec)
+    budgets = [check_target(probe_sizes, space, target) for target in settings.resolved_targets]  # before data or training
+    budget = budgets[-1] if settings.mode == "admm" else budgets[0]
     splits = prepare_splits(settings.dataset, settings.data_dir, val_size=settings.val_size, split_seed=settings.split_seed)
     baseline = probe if settings.checkpoint is not None else prepare_baseline(settings, splits, device, log=log)
     baseline.to(device).eval()
     folder = settings.study_dir
     folder.mkdir(parents=True, exist_ok=True)
     settings.save(folder / "run.yaml")
+    if settings.mode == "admm":
+        from autocompress.search._admm_study import run_admm
+
+        return run_admm(settings, baseline, splits, space, device, budgets, log=log)
     if budget.trivial:
         return write_trivial_result(settings, baseline, splits, device, budget.uncompressed_bytes, log=log)
     study = open_study(settings)
@@ -141,11 +147,15 @@ def seconds_per_step(model: nn.Module, splits: DataSplits, device: torch.device,
 def describe_study(study, context: SearchContext, *, log=print) -> None:  # noqa: ANN001
     settings = context.settings
     done = len(finished_trials(study))
-    log(
-        f"study {settings.resolved_study_name} ({settings.resolved_storage}): {done} finished trial(s), "
-        f"running to {settings.trials}; target {format_size(settings.target_bytes)}; sampler {settings.sampler}, "
-        f"pruner {settings.pruner}; {settings.epochs_per_trial:g} epoch(s) of fine-tuning per trial on {context.device}"
-    )
+    if settings.mode == "admm":
+        log(f"study {settings.resolved_study_name} ({settings.resolved_storage}): {done} finished trial(s); "
+            f"ADMM mode, targets {', '.join(format_size(target) for target in settings.resolved_targets)}, on {context.device}")
+    else:
+        log(
+            f"study {settings.resolved_study_name} ({settings.resolved_storage}): {done} finished trial(s), "
+            f"running to {settings.trials}; target {format_size(settings.target_bytes)}; sampler {settings.sampler}, "
+            f"pruner {settings.pruner}; {settings.epochs_per_trial:g} epoch(s) of fine-tuning per trial on {context.device}"
+        )
     log(f"watch it live: optuna-dashboard {settings.resolved_storage}")
     if "baseline_accuracy" not in study.user_attrs:
         study.set_user_attr("target_bytes", settings.target_bytes)
@@ -172,25 +182,10 @@ def finalize(study, context: SearchContext, *, log=print) -> SearchOutcome:  # n
                              lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
                              on_step=context.interrupt.check)
         compressed = measure_within_budget(model, plan, context, measure_test=True)
-        packed_path = folder / "best.acz"
-        compressed.write(packed_path)
-        n_bytes = os.path.getsize(packed_path)
-        if n_bytes > settings.target_bytes:
-            raise AssertionError(f"best.acz is {n_bytes} bytes, over the target {settings.target_bytes}")
-        final_plan = compressed.plan
-        final_plan.model, final_plan.target_bytes = context.model_spec, settings.target_bytes
-        final_plan.result = {
-            "packed_bytes": n_bytes,
-            "compression_ratio": round(compressed.size.ratio_to_fp32 ** -1, 2),
-            "accuracy": {"val": round(float(compressed.val_accuracy), 4), "test": round(float(compressed.test_accuracy), 4)},
-            "baseline_accuracy": {key: round(float(value), 4) for key, value in study.user_attrs.get("baseline_accuracy", {}).items()},
-            "trial": best.number,
-            "search_val_accuracy": round(float(best.value), 4),
-            "settings": settings.to_dict(),
-        }
-        final_plan.save(folder / "best.yaml")
+        final_plan = write_best(folder, compressed, context, study, trial_number=best.number,
+                                extra={"search_val_accuracy": round(float(best.value), 4)})
         study.set_user_attr("final", {key: final_plan.result[key] for key in ("packed_bytes", "accuracy", "trial")})
-        outcome.best_plan, outcome.packed_path = final_plan, packed_path
+        outcome.best_plan, outcome.packed_path = final_plan, folder / "best.acz"
     write_study_report(study, folder)
     frame = trials_frame(study)
     log(summary_table(frame, settings.target_bytes, study.user_attrs.get("baseline_accuracy")))
@@ -202,6 +197,31 @@ def finalize(study, context: SearchContext, *, log=print) -> SearchOutcome:  # n
     else:
         log("no feasible trial finished yet; rerun the same command to continue the study")
     return outcome
+
+
+def write_best(folder: Path, compressed, context: SearchContext, study, *, trial_number: int,  # noqa: ANN001
+               extra: dict | None = None) -> Plan:
+    """Write ``best.acz`` (checked against the target) and ``best.yaml`` (plan + measured results) into ``folder``."""
+    settings = context.settings
+    folder.mkdir(parents=True, exist_ok=True)
+    packed_path = folder / "best.acz"
+    compressed.write(packed_path)
+    n_bytes = os.path.getsize(packed_path)
+    if n_bytes > context.target_bytes:
+        raise AssertionError(f"{packed_path} is {n_bytes} bytes, over the target {context.target_bytes}")
+    final_plan = compressed.plan
+    final_plan.model, final_plan.target_bytes = context.model_spec, context.target_bytes
+    final_plan.result = {
+        "packed_bytes": n_bytes,
+        "compression_ratio": round(compressed.size.ratio_to_fp32 ** -1, 2),
+        "accuracy": {"val": round(float(compressed.val_accuracy), 4), "test": round(float(compressed.test_accuracy), 4)},
+        "baseline_accuracy": {key: round(float(value), 4) for key, value in study.user_attrs.get("baseline_accuracy", {}).items()},
+        "trial": trial_number,
+        **(extra or {}),
+        "settings": settings.to_dict(),
+    }
+    final_plan.save(folder / "best.yaml")
+    return final_plan
 
 
 def write_trivial_result(settings: SearchSettings, model: nn.Module, splits: DataSplits, device: torch.device,

@@ -13,6 +13,7 @@ from autocompress.errors import AutocompressError
 from autocompress.units import parse_size
 
 SPACES = ("absolute", "relative")
+MODES = ("bo", "admm")
 SAMPLERS = ("tpe", "gp", "botorch", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
 
@@ -51,6 +52,12 @@ class SearchSettings:
     baseline_epochs: float = 30.0  # training of a baseline when no checkpoint is given
     warm_start: bool = True
     space: str = "absolute"  # or "relative": per-layer shifts around the best uniform plan
+    # mode "admm" (constrained optimisation, Yang et al. 2020): one run per target
+    targets: list[int] | None = None  # a sweep of targets (bytes); default [target_bytes]
+    admm_epochs: float = 2.0  # ADMM phase (W-steps between projections); the hard fine-tune is final_epochs
+    projections_per_epoch: int = 4
+    rho_start: float = 0.01
+    rho_end: float = 1.0
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -59,14 +66,29 @@ class SearchSettings:
             raise AutocompressError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if self.space not in SPACES:
             raise AutocompressError(f"space must be one of {', '.join(SPACES)}, got {self.space!r}")
-        if self.mode != "bo":
-            raise AutocompressError(f"mode {self.mode!r} is not available yet; use --mode bo")
+        if self.mode not in MODES:
+            raise AutocompressError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.targets is not None and (not self.targets or any(target <= 0 for target in self.targets)):
+            raise AutocompressError(f"targets must be a non-empty list of positive sizes, got {self.targets!r}")
+        if self.targets is not None and self.mode != "admm":
+            raise AutocompressError("--targets (a sweep of targets) needs --mode admm; a BO study has one target")
         if self.trials < 1 or self.epochs_per_trial < 0 or self.final_epochs < 0:
             raise AutocompressError("trials must be at least 1 and epochs non-negative")
 
     @property
+    def resolved_targets(self) -> list[int]:
+        """The targets of this run, largest first (one unless an ADMM sweep)."""
+        return sorted(set(self.targets), reverse=True) if self.targets else [self.target_bytes]
+
+    @property
     def resolved_study_name(self) -> str:
-        return self.study_name or f"{self.model.replace(':', '_').replace('.', '_')}-{self.target_bytes}B"
+        if self.study_name:
+            return self.study_name
+        model = self.model.replace(":", "_").replace(".", "_")
+        if self.mode == "admm":
+            sweep = "-".join(f"{target}B" for target in self.resolved_targets)
+            return f"{model}-{sweep}-admm"
+        return f"{model}-{self.target_bytes}B"
 
     @property
     def study_dir(self) -> Path:
@@ -104,6 +126,12 @@ def load_settings(preset: Path | None, overrides: dict[str, Any]) -> SearchSetti
     unknown = set(values) - _FIELDS
     if unknown:
         raise AutocompressError(f"unknown setting(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_FIELDS))}")
+    if isinstance(values.get("targets"), str):
+        values["targets"] = [part.strip() for part in values["targets"].split(",") if part.strip()]
+    if values.get("targets") is not None:
+        values["targets"] = [parse_size(target) for target in values["targets"]]
+        if values["targets"] and "target_bytes" not in values:
+            values["target_bytes"] = max(values["targets"])
     if "target_bytes" not in values:
         raise AutocompressError("no target: pass --target-size (e.g. 50KB, 1MB) or set target_size in the preset")
     values["target_bytes"] = parse_size(values["target_bytes"])

@@ -1,0 +1,276 @@
+"""The Z-step of the ADMM mode: project weights onto ``packed size <= target`` (Yang et al. 2020).
+
+Given values V (one tensor per layer, the ADMM's W + U), the projection chooses
+for every layer how many weights to keep and how many bits each kept weight
+gets, so that the packed file fits the target and the squared distance between
+V and its compressed form Z is small. It alternates two knapsacks:
+
+* **keep, given the bits** (:func:`keep_for_bits`): weights are kept in
+  decreasing order of ``v**2 / bits_of_its_layer`` while the budget lasts. The
+  order is one global threshold on that ratio; it is found by bisection on the
+  *exact* packed size (index, codebook, header and the uncompressed parts
+  included), not on ``nnz * bits`` as in the paper.
+* **bits, given the kept weights** (:func:`bits_for_kept`): every layer picks
+  one bit-width; the choice that minimises the total quantization distortion
+  within the budget is a multiple-choice knapsack, solved exactly by dynamic
+  programming over bytes (costs rounded up to a coarse byte unit, so a solution
+  never exceeds the budget).
+
+The alternation starts from a seed plan (the best uniform allocation, or the
+previous projection) and stops when the bits no longer change. It returns the
+iterate of least distortion, the seed included, so it is never worse than its
+seed. Every returned plan fits the target by the exact accountant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from autocompress.compress import compressible_layers, dequantize, kept_count, quantize
+from autocompress.compress._layers import _fp_weight
+from autocompress.pack import SizeAccountant
+from autocompress.plan import LayerSetting, Plan
+from autocompress.search._budget import least_uniform_sparsity
+from autocompress.search._space import SearchSpace
+
+MAX_ROUNDS = 8
+DP_CELLS = 20_000  # byte resolution of the bits knapsack: the budget is cut into at most this many units
+_THRESHOLD_STEPS = 60
+_SLACK = 0.001  # a keep step may leave this share of the target unused
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A plan that fits the target, its exact packed bytes and its distortion sum ||V - Z||^2."""
+
+    plan: Plan
+    packed_bytes: int
+    distortion: float
+    rounds: int
+
+
+def sparsity_for_kept(numel: int, n_kept: int) -> float:
+    """A sparsity whose :func:`kept_count` is exactly ``n_kept``."""
+    sparsity = (numel - n_kept) / numel
+    if kept_count(numel, sparsity) != n_kept:  # float rounding at a .5 boundary: nudge toward the right count
+        sparsity = math.nextafter(sparsity, 0.0 if kept_count(numel, sparsity) < n_kept else 1.0)
+    assert kept_count(numel, sparsity) == n_kept
+    return sparsity
+
+
+class _Layers:
+    """The values being projected, with what every step needs: sorted squares and kept-count bounds."""
+
+    def __init__(self, sizes: SizeAccountant, space: SearchSpace) -> None:
+        modules = compressible_layers(sizes.model)
+        self.names = list(space.layers)
+        self.values = {name: _fp_weight(modules[name]).detach() for name in self.names}
+        self.numel = {name: self.values[name].numel() for name in self.names}
+        self.squares = {name: torch.sort(self.values[name].reshape(-1).double().pow(2)).values.cpu().numpy() for name in self.names}
+        self.least = {name: kept_count(self.numel[name], space.sparsity_max) for name in self.names}
+        self.most = {name: kept_count(self.numel[name], space.sparsity_min) for name in self.names}
+
+    def kept_at(self, name: str, threshold: float, bits: int) -> int:
+        """Weights of ``name`` with v**2 / bits >= threshold, within the layer's bounds."""
+        squares = self.squares[name]
+        count = len(squares) - int(np.searchsorted(squares, threshold * bits, side="left"))
+        return min(max(count, self.least[name]), self.most[name])
+
+    def plan(self, counts: dict[str, int], bits: dict[str, int], quantizer: str, model: str | None) -> Plan:
+        return Plan(
+            layers={name: LayerSetting(sparsity_for_kept(self.numel[name], counts[name]), bits[name], quantizer) for name in self.names},
+            model=model,
+        )
+
+
+def project_to_budget(
+    sizes: SizeAccountant,
+    space: SearchSpace,
+    target_bytes: int,
+    *,
+    seed: Plan | None = None,
+    max_rounds: int = MAX_ROUNDS,
+) -> Projection | None:
+    """Project the accountant's model weights (the values V) onto the size constraint.
+
+    ``seed`` gives the starting bits (and is itself a candidate when it fits);
+    without it the best uniform allocation is the seed. Returns None when not even
+    the smallest plan of ``space`` fits. The quantizer is ``space.quantizers[0]``.
+    """
+    layers = _Layers(sizes, space)
+    quantizer = space.quantizers[0]
+    other = sizes.other_bytes(layers.names)
+    if seed is None:
+        seed = best_uniform_by_distortion(sizes, space, target_bytes)
+        if seed is None:
+            return None
+    best: Projection | None = None
+
+    def consider(counts: dict[str, int], bits: dict[str, int], distortion: float, rounds: int) -> None:
+        nonlocal best
+        if best is None or distortion < best.distortion:
+            plan = layers.plan(counts, bits, quantizer, seed.model)
+            best = Projection(plan, sizes.total(plan), distortion, rounds)
+
+    bits = {name: seed.layers[name].bits for name in layers.names}
+    seed_counts = {name: kept_count(layers.numel[name], seed.layers[name].sparsity) for name in layers.names}
+    seed_plan = layers.plan(seed_counts, bits, quantizer, seed.model)
+    if sizes.total(seed_plan) <= target_bytes:
+        consider(seed_counts, bits, sum(_distortions(layers, seed_counts, {n: [b] for n, b in bits.items()}, quantizer)[n][0] for n in layers.names), 0)
+    for round_number in range(1, max_rounds + 1):
+        counts = keep_for_bits(sizes, layers, bits, target_bytes, quantizer, other=other)
+        if counts is None:
+            break
+        choices = list(range(space.bits_min, space.bits_max + 1))
+        table = _distortions(layers, counts, {name: choices for name in layers.names}, quantizer)
+        consider(counts, bits, sum(table[name][choices.index(bits[name])] for name in layers.names), round_number)
+        new_bits = bits_for_kept(sizes, layers.names, counts, choices, table, target_bytes - other, quantizer, layers.numel)
+        if new_bits is None:
+            break
+        consider(counts, new_bits, sum(table[name][choices.index(new_bits[name])] for name in layers.names), round_number)
+        if new_bits == bits:
+            break
+        bits = new_bits
+    if best is not None:
+        assert best.packed_bytes <= target_bytes, f"projection produced {best.packed_bytes} bytes over {target_bytes}"
+    return best
+
+
+def keep_for_bits(
+    sizes: SizeAccountant,
+    layers: _Layers,
+    bits: dict[str, int],
+    target_bytes: int,
+    quantizer: str,
+    *,
+    other: int,
+) -> dict[str, int] | None:
+    """Kept counts per layer: the largest ``v**2 / bits`` weights that fit the budget (None if the fewest allowed do not).
+
+    The counts fall as the threshold rises; the threshold is bisected (geometrically)
+    on exact sizes, and the returned counts always fit."""
+
+    def counts_at(threshold: float) -> dict[str, int]:
+        return {name: layers.kept_at(name, threshold, bits[name]) for name in layers.names}
+
+    def bytes_of(counts: dict[str, int]) -> int:
+        return other + sum(
+            sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(layers.numel[name], counts[name]), bits[name], quantizer))
+            for name in layers.names
+        )
+
+    everything = {name: layers.most[name] for name in layers.names}
+    if bytes_of(everything) <= target_bytes:
+        return everything
+    fewest = {name: layers.least[name] for name in layers.names}
+    if bytes_of(fewest) > target_bytes:
+        return None
+    ratios = np.concatenate([layers.squares[name] / bits[name] for name in layers.names])
+    positive = ratios[ratios > 0]
+    low = float(positive.min()) / 2 if positive.size else 1e-30  # keeps (nearly) everything: over the budget
+    high = float(ratios.max()) * 2 + 1e-30  # keeps the fewest allowed: fits
+    fitting = fewest
+    for _ in range(_THRESHOLD_STEPS):
+        middle = math.sqrt(low * high)
+        counts = counts_at(middle)
+        n_bytes = bytes_of(counts)
+        if n_bytes <= target_bytes:
+            high, fitting = middle, counts
+            if target_bytes - n_bytes <= _SLACK * target_bytes:
+                break
+        else:
+            low = middle
+        if high / low < 1 + 1e-9:
+            break
+    return fitting
+
+
+def bits_for_kept(
+    sizes: SizeAccountant,
+    names: list[str],
+    counts: dict[str, int],
+    choices: list[int],
+    distortion: dict[str, list[float]],
+    layer_budget: int,
+    quantizer: str,
+    numel: dict[str, int],
+) -> dict[str, int] | None:
+    """Each layer's bit-width (one of ``choices``) minimising total distortion with the layers' bytes
+    within ``layer_budget``: a multiple-choice knapsack solved exactly by dynamic programming on a
+    byte grid of at most ``DP_CELLS`` units (costs rounded up, so the result always fits).
+    None when no choice fits."""
+    if layer_budget <= 0:
+        return None
+    unit = max(1, math.ceil(layer_budget / DP_CELLS))
+    capacity = layer_budget // unit
+    inf = math.inf
+    best = np.zeros(capacity + 1)  # best[c]: least distortion of the layers so far within c units
+    picks: list[np.ndarray] = []
+    for name in names:
+        options = [
+            (-(-sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(numel[name], counts[name]), bits, quantizer)) // unit), distortion[name][index])
+            for index, bits in enumerate(choices)
+        ]
+        updated = np.full(capacity + 1, inf)
+        pick = np.full(capacity + 1, -1, dtype=np.int64)
+        for index, (cost, error) in enumerate(options):
+            if cost > capacity:
+                continue
+            candidate = np.full(capacity + 1, inf)
+            candidate[cost:] = best[: capacity + 1 - cost] + error
+            better = candidate < updated
+            updated[better], pick[better] = candidate[better], index
+        best = updated
+        picks.append(pick)
+    if not math.isfinite(best[capacity]):
+        return None
+    chosen: dict[str, int] = {}
+    cell = capacity
+    for name, pick in zip(reversed(names), reversed(picks)):
+        index = int(pick[cell])
+        chosen[name] = choices[index]
+        cost = -(-sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(numel[name], counts[name]), choices[index], quantizer)) // unit)
+        cell -= cost
+    return {name: chosen[name] for name in names}
+
+
+def _distortions(
+    layers: _Layers, counts: dict[str, int], choices: dict[str, list[int]], quantizer: str
+) -> dict[str, list[float]]:
+    """||V - Q(V)||^2 of each layer at its kept count, for each bit-width in ``choices[layer]``."""
+    table: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for name in layers.names:
+            values = layers.values[name].float()
+            sparsity = sparsity_for_kept(layers.numel[name], counts[name])
+            table[name] = [
+                float((dequantize(quantize(values, LayerSetting(sparsity, bits, quantizer))) - values).double().pow(2).sum())
+                for bits in choices[name]
+            ]
+    return table
+
+
+def plan_distortion(sizes: SizeAccountant, plan: Plan) -> float:
+    """Sum over the plan's layers of ||V - Q(V)||^2 for the accountant's model weights V."""
+    modules = compressible_layers(sizes.model)
+    total = 0.0
+    with torch.no_grad():
+        for name, setting in plan.layers.items():
+            values = _fp_weight(modules[name]).detach().float()
+            total += float((dequantize(quantize(values, setting)) - values).double().pow(2).sum())
+    return total
+
+
+def best_uniform_by_distortion(sizes: SizeAccountant, space: SearchSpace, target_bytes: int) -> Plan | None:
+    """The uniform allocation (one sparsity, one bit-width for all layers; for each bit-width the least
+    sparsity that fits) of least ``plan_distortion``: the yardstick and the default seed of the projection."""
+    candidates = []
+    for bits in range(space.bits_min, space.bits_max + 1):
+        plan = least_uniform_sparsity(sizes, space, bits, space.quantizers[0], target_bytes)
+        if plan is not None:
+            candidates.append((plan_distortion(sizes, plan), plan))
+    return min(candidates, key=lambda item: item[0])[1] if candidates else None

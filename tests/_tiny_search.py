@@ -1,0 +1,32 @@
+"""A user's own tiny model (``tinynet:tiny``) and short search settings on the synthetic data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autocompress.search import load_settings
+
+TINY_MODEL = '''
+import torch
+from torch import nn
+
+def tiny(num_classes=10):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+    )
+'''
+
+
+
+def settings_for(root: Path, data_dir: Path, checkpoint: Path | None, **overrides) -> object:
+    values = dict(
+        target_size="6KB", model="tinynet:tiny", checkpoint=None if checkpoint is None else str(checkpoint),
+        data_dir=str(data_dir), output_root=str(root), val_size=200,
+        trials=4, epochs_per_trial=0.1, final_epochs=0.1, batch_size=64, sampler_startup_trials=2,
+        device="cpu", bits_max=6,
+    )
+    values.update(overrides)
+    return load_settings(None, values)
