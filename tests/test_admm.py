@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import signal
+import time
 from pathlib import Path
 
 import optuna
@@ -247,3 +249,45 @@ def test_the_projection_of_the_real_resnet20_beats_its_best_uniform_allocation(s
     uniform = best_uniform_by_distortion(sizes, space, 50_000)
     assert estimate_size(model, projection.plan, model_spec="resnet20").total == projection.packed_bytes <= 50_000
     assert projection.distortion < 0.85 * plan_distortion(sizes, uniform)  # measured: 605 vs 802 (-25 %)
+
+
+def test_sigint_during_an_admm_sweep_keeps_finished_targets_and_a_rerun_completes(
+    tiny_module: Path, tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    from tests.test_search import run_cli
+
+    env = {**os.environ, "PYTHONPATH": str(tiny_module), "OMP_NUM_THREADS": "1"}
+    args = ["search", "--mode", "admm", "--targets", "4KB,3KB", "--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint),
+            "--data-dir", str(synthetic_data_dir), "--val-size", "200", "--admm-epochs", "0.2", "--final-epochs", "8",
+            "--batch-size", "64", "--study-name", "isweep", "--device", "cpu"]
+    storage = f"sqlite:///{tmp_path / 'studies' / 'isweep' / 'study.db'}"
+    process = run_cli(*args, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not (tmp_path / "studies/isweep/targets/4000B/best.acz").exists():
+        time.sleep(0.2)  # the first target's files are written: interrupt during the second one
+    time.sleep(1.0)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    trials = optuna.load_study(study_name="isweep", storage=storage).trials
+    assert [(t.user_attrs["target_bytes"], t.state) for t in trials] == [
+        (4000, optuna.trial.TrialState.COMPLETE), (3000, optuna.trial.TrialState.FAIL)]
+    assert trials[1].user_attrs["fail_reason"] == "interrupted"
+    rerun = run_cli(*args, env=env, cwd=tmp_path)
+    stdout, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr
+    assert "already complete" in stdout
+    final = optuna.load_study(study_name="isweep", storage=storage).trials
+    complete = [t for t in final if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.user_attrs["target_bytes"] for t in complete) == [3000, 4000] and len(final) == 3
+    assert (tmp_path / "studies/isweep/targets/3000B/best.acz").stat().st_size <= 3000
+
+
+def test_admm_refuses_an_unreachable_target_before_training(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
+    from autocompress.search import TargetUnreachableError
+
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="admm", targets="4KB,100B", study_name="bad")
+    with pytest.raises(TargetUnreachableError, match="smallest plan"):
+        run_search(settings, log=lambda _: None)
+    assert not settings.study_dir.exists()
