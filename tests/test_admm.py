@@ -102,22 +102,20 @@ def test_for_fixed_bits_the_kept_weights_are_the_largest_by_squared_value_over_b
     assert counts is not None
     plan = layers.plan(counts, bits, "clipq", None)
     assert sizes.total(plan) <= target
-    kept_ratios, pruned_ratios = [], []
-    for name, module in compressible_layers(model).items():
+    modules = compressible_layers(model)
+    for name, module in modules.items():  # within a layer: the largest magnitudes, the plan's own mask
         weight = module.weight.detach()
+        assert torch.equal(magnitude_mask(weight, counts[name]), magnitude_mask(weight, kept_count(weight.numel(), plan.layers[name].sparsity)))
+
+    def ratios(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = modules[name].weight.detach()
         mask = magnitude_mask(weight, counts[name])
-        assert torch.equal(mask, magnitude_mask(weight, kept_count(weight.numel(), plan.layers[name].sparsity)))
         ratio = weight.double().pow(2) / bits[name]
-        free = layers.least[name] < counts[name] < layers.most[name]  # not held by a sparsity bound
-        if free or counts[name] == layers.most[name]:
-            kept_ratios.append(ratio[mask].min())
-        if free or counts[name] == layers.least[name]:
-            pruned_ratios.append(ratio[~mask].max() if (~mask).any() else torch.tensor(0.0, dtype=torch.float64))
+        return ratio[mask], ratio[~mask]
+
     free_layers = [n for n in layers.names if layers.least[n] < counts[n] < layers.most[n]]
-    if free_layers:  # one global threshold on w^2/b separates kept from pruned weights of the free layers
-        free_kept = min(float((compressible_layers(model)[n].weight.detach().double().pow(2) / bits[n])[magnitude_mask(compressible_layers(model)[n].weight, counts[n])].min()) for n in free_layers)
-        free_pruned = max(float((compressible_layers(model)[n].weight.detach().double().pow(2) / bits[n])[~magnitude_mask(compressible_layers(model)[n].weight, counts[n])].max()) for n in free_layers)
-        assert free_kept >= free_pruned
+    if free_layers:  # across layers not held by a bound: one threshold on w^2/b separates kept from pruned
+        assert min(float(ratios(n)[0].min()) for n in free_layers) >= max(float(ratios(n)[1].max()) for n in free_layers)
 
 
 @pytest.mark.parametrize("case", range(8))
@@ -235,6 +233,8 @@ def test_admm_settings_are_checked() -> None:
         load_settings(None, {"target_size": "50KB", "targets": "100KB,5XB", "mode": "admm"})
     with pytest.raises(AutocompressError, match="mode must be one of"):
         load_settings(None, {"target_size": "50KB", "mode": "grid"})
+    with pytest.raises(AutocompressError, match="rho-start"):
+        load_settings(None, {"target_size": "50KB", "mode": "admm", "rho_start": 2.0, "rho_end": 1.0})
     sweep = load_settings(None, {"targets": "50KB,200KB", "mode": "admm", "model": "resnet20"})
     assert sweep.target_bytes == 200_000 and sweep.resolved_targets == [200_000, 50_000]
     assert sweep.resolved_study_name == "resnet20-200000B-50000B-admm"
