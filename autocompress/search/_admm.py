@@ -54,7 +54,7 @@ class AdmmSchedule:
     def __post_init__(self) -> None:
         if not (self.epochs > 0 and self.projections_per_epoch >= 1 and 0 < self.rho_start <= self.rho_end):
             raise AutocompressError(
-                f"ADMM schedule needs epochs > 0, projections per epoch >= 1 and 0 < rho_start <= rho_end; got "
+                f"ADMM needs --admm-epochs > 0, --projections-per-epoch >= 1 and 0 < --rho-start <= --rho-end; got "
                 f"{self.epochs}, {self.projections_per_epoch}, {self.rho_start}, {self.rho_end}"
             )
 

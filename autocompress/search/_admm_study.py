@@ -37,11 +37,6 @@ from autocompress.units import format_size
 STRATEGY = "admm"
 
 
-def schedule_of(settings: SearchSettings) -> AdmmSchedule:
-    return AdmmSchedule(epochs=settings.admm_epochs, projections_per_epoch=settings.projections_per_epoch,
-                        rho_start=settings.rho_start, rho_end=settings.rho_end, lr=settings.lr, batch_size=settings.batch_size)
-
-
 def target_folder(settings: SearchSettings, target_bytes: int) -> Path:
     """Where a target's best.yaml and best.acz go: the study folder, or one sub-folder per target of a sweep."""
     if len(settings.resolved_targets) == 1:
@@ -55,7 +50,7 @@ def run_admm(settings: SearchSettings, baseline: nn.Module, splits: DataSplits, 
     from autocompress.report import summary_table, trials_frame, write_study_report
     from autocompress.search._run import SearchOutcome, describe_study, write_best
 
-    schedule = schedule_of(settings)
+    schedule = settings.admm_schedule()
     study = open_study(settings)
     first = SearchContext(settings, baseline, splits, space, device, settings.model)
     with first.interrupt:

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from autocompress.errors import AutocompressError
+from autocompress.search._admm import AdmmSchedule
 from autocompress.units import parse_size
 
 SPACES = ("absolute", "relative")
@@ -70,15 +71,16 @@ class SearchSettings:
             raise AutocompressError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.targets is not None and (not self.targets or any(target <= 0 for target in self.targets)):
             raise AutocompressError(f"targets must be a non-empty list of positive sizes, got {self.targets!r}")
-        if not (self.admm_epochs > 0 and self.projections_per_epoch >= 1 and 0 < self.rho_start <= self.rho_end):
-            raise AutocompressError(
-                f"ADMM needs --admm-epochs > 0, --projections-per-epoch >= 1 and 0 < --rho-start <= --rho-end; got "
-                f"{self.admm_epochs}, {self.projections_per_epoch}, {self.rho_start}, {self.rho_end}"
-            )
+        self.admm_schedule()  # refuses a bad ADMM schedule now, before any work
         if self.targets is not None and self.mode != "admm":
             raise AutocompressError("--targets (a sweep of targets) needs --mode admm; a BO study has one target")
         if self.trials < 1 or self.epochs_per_trial < 0 or self.final_epochs < 0:
             raise AutocompressError("trials must be at least 1 and epochs non-negative")
+
+    def admm_schedule(self) -> AdmmSchedule:
+        """The ADMM mode's training schedule from these settings."""
+        return AdmmSchedule(epochs=self.admm_epochs, projections_per_epoch=self.projections_per_epoch,
+                            rho_start=self.rho_start, rho_end=self.rho_end, lr=self.lr, batch_size=self.batch_size)
 
     @property
     def resolved_targets(self) -> list[int]:
