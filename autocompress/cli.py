@@ -265,8 +265,19 @@ class SearchCommand(Command):
         parser.add_argument("--checkpoint", help="trained weights; without it a baseline is trained first (slow on a CPU)")
         parser.add_argument("--trials", type=int, help="total finished trials of the study (a resumed study counts its own)")
         parser.add_argument("--timeout", type=parse_duration, help="stop starting trials after this long: 7200, 2h, 90m")
-        parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/NAME/study.db)")
-        parser.add_argument("--study-name", help="default MODEL-TARGETB; the same name resumes the study")
+        parser.add_argument("--storage", help="Optuna storage (default sqlite:///studies/NAME/study.db): any SQLAlchemy URL, "
+                                              "e.g. postgresql://user:password@host/db for workers on many machines, "
+                                              "or journal:path/study.log (a journal file: several processes, no server)")
+        parser.add_argument("--study-name", help="default MODEL-TARGETB; the same name resumes the study, "
+                                                 "and processes with the same storage and name share it")
+        parser.add_argument("--n-jobs", type=int, help="worker processes on this machine (one per GPU where there are several)")
+        parser.add_argument("--worker", action="store_const", const=True,
+                            help="join the study as a worker: run trials only, leave the final fine-tune and files to "
+                                 "the process started without --worker")
+        parser.add_argument("--heartbeat", type=int, dest="heartbeat_seconds",
+                            help="seconds between a running trial's heartbeats (default 30); a trial silent for three "
+                                 "is taken as its worker's death, marked failed and re-queued")
+        parser.add_argument("--max-retries", type=int, help="times a dead worker's trial is re-queued (default 2)")
         parser.add_argument("--output-root", help="folder of study folders (default studies)")
         parser.add_argument("--epochs-per-trial", type=float, help="fine-tuning per trial, in epochs (fractions allowed)")
         parser.add_argument("--final-epochs", type=float, help="fine-tuning of the best plan at the end")
@@ -314,15 +325,20 @@ class ReportCommand(Command):
 
         from autocompress.report import summary_table, trials_frame, write_study_report
 
+        from autocompress.search import open_storage
+        from autocompress.search._storage import local_storage_file, redact
+
         folder = args.output_root / args.study
-        storage = args.storage or f"sqlite:///{folder / 'study.db'}"
-        if args.storage is None and not (folder / "study.db").is_file():
-            raise AutocompressError(f"no study database at {folder / 'study.db'}; pass --storage URL or the right --study")
+        url = args.storage or f"sqlite:///{folder / 'study.db'}"
+        local_file = local_storage_file(url)
+        if local_file is not None and not local_file.is_file():
+            raise AutocompressError(f"no study storage at {local_file}; pass --storage URL or the right --study")
+        storage = open_storage(url, heartbeat_seconds=None)
         try:
             study = optuna.load_study(study_name=args.study, storage=storage)
         except KeyError:
             names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-            raise AutocompressError(f"no study {args.study!r} in {storage}; it holds: {', '.join(names) or 'none'}") from None
+            raise AutocompressError(f"no study {args.study!r} in {redact(url)}; it holds: {', '.join(names) or 'none'}") from None
         paths = write_study_report(study, folder)
         print(summary_table(trials_frame(study), study.user_attrs.get("target_bytes"), study.user_attrs.get("baseline_accuracy")))
         if "final" in study.user_attrs:
@@ -343,15 +359,22 @@ class DashboardCommand(Command):
         parser.add_argument("--host", default="127.0.0.1")
 
     def take_action(self, args: argparse.Namespace) -> int:
+        import os
         import shutil
-        import subprocess
 
-        storage = args.storage or f"sqlite:///{args.output_root / args.study / 'study.db'}"
-        executable = shutil.which("optuna-dashboard")
+        from autocompress.search._storage import dashboard_argument, local_storage_file, redact
+
+        url = args.storage or f"sqlite:///{args.output_root / args.study / 'study.db'}"
+        local_file = local_storage_file(url)
+        if local_file is not None and not local_file.is_file():
+            raise AutocompressError(f"no study storage at {local_file}; pass --storage URL or the right --study")
+        storage = dashboard_argument(url)
+        executable = shutil.which("optuna-dashboard") or shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
         if executable is None:
             raise AutocompressError("optuna-dashboard is not installed: pip install optuna-dashboard")
-        print(f"optuna-dashboard {storage} on http://{args.host}:{args.port} (Ctrl-C stops it)")
-        return subprocess.call([executable, storage, "--port", str(args.port), "--host", args.host])
+        print(f"optuna-dashboard {redact(storage)} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+        os.execv(executable, [executable, storage, "--port", str(args.port), "--host", args.host])  # it becomes this process
+        return 0  # not reached
 
 
 COMMANDS: tuple[Command, ...] = (

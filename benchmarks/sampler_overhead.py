@@ -46,7 +46,8 @@ from autocompress.pack import SizeAccountant
 from autocompress.plan import Plan
 from autocompress.search import SearchSpace, fit_to_budget
 from _common import machine_line, verdict
-from autocompress.search._study import CONSTRAINT_NAME, REPORTS_PER_TRIAL, make_sampler, storage_for
+from autocompress.search._storage import open_storage
+from autocompress.search._study import CONSTRAINT_NAME, REPORTS_PER_TRIAL, make_sampler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("tpe", "random", "nsga2", "gp", "botorch")
@@ -77,7 +78,7 @@ def run_sampler(
     name: str, trials: int, space: SearchSpace, sizes: SizeAccountant, folder: Path, seed: int, *, wal: bool = True
 ) -> PhaseTimes:
     url = f"sqlite:///{folder / f'{name}-{wal}.db'}"
-    storage = storage_for(url) if wal else url  # storage_for: what `autocompress search` opens (WAL)
+    storage = open_storage(url, heartbeat_seconds=None) if wal else url  # what `autocompress search` opens (WAL)
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", sampler=make_sampler(name, seed=seed, n_startup_trials=10)
     )
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{1000 * max(totals):>8.1f} {100 * late / cpu_trial:>11.3f}% {100 * late / gpu_trial:>11.2f}%",
                 flush=True,
             )
-    print("* the same random study on SQLite's default journal (no WAL): what the storage costs without storage_for")
+    print("* the same random study on SQLite's default journal (no WAL): what the storage costs without open_storage")
     tpe_share = shares.get("tpe", float("nan"))
     code = verdict(
         tpe_share <= TPE_BAR,

@@ -14,6 +14,7 @@ from autocompress.search._budget import (
 from autocompress.search._run import SearchOutcome, run_search
 from autocompress.search._settings import PRUNERS, SAMPLERS, SearchSettings, load_settings
 from autocompress.search._space import SearchSpace
+from autocompress.search._storage import HeartbeatJournalStorage, open_storage
 from autocompress.search._study import (
     METRIC_NAMES,
     SearchContext,
@@ -30,6 +31,7 @@ __all__ = [
     "PRUNERS",
     "SAMPLERS",
     "BudgetCheck",
+    "HeartbeatJournalStorage",
     "SearchContext",
     "SearchOutcome",
     "SearchSettings",
@@ -43,6 +45,7 @@ __all__ = [
     "load_settings",
     "make_pruner",
     "make_sampler",
+    "open_storage",
     "open_study",
     "plan_from_attrs",
     "relative_distortion",

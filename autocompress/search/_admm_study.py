@@ -14,10 +14,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 import optuna
 import torch
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 from torch import nn
 from tqdm.auto import tqdm
@@ -51,7 +53,7 @@ def run_admm(settings: SearchSettings, baseline: nn.Module, splits: DataSplits, 
     from autocompress.search._run import SearchOutcome, describe_study, write_best
 
     schedule = settings.admm_schedule()
-    study = open_study(settings)
+    study, _ = open_study(settings)
     first = SearchContext(settings, baseline, splits, space, device, settings.model)
     with first.interrupt:
         describe_study(study, first, log=log)
@@ -97,7 +99,9 @@ def completed_trial(study: optuna.Study, target_bytes: int):  # noqa: ANN201
 def admm_trial(study: optuna.Study, context: SearchContext, schedule: AdmmSchedule, *, log=print):  # noqa: ANN001, ANN201
     """One ADMM run as one trial; returns (trial number, the hard measured model), or None if it diverged."""
     started = time.perf_counter()
-    trial = study.ask()
+    with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for Study.optimize; this trial sends its own
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
     trial.set_user_attr("strategy", STRATEGY)
     trial.set_user_attr("target_bytes", context.target_bytes)
     model = copy.deepcopy(context.baseline)
@@ -111,15 +115,16 @@ def admm_trial(study: optuna.Study, context: SearchContext, schedule: AdmmSchedu
                    f"|W-Z|/|W| {state.residual():.3f}, rho {state.rho:.3g}, Z's val top-1 {accuracy:.2%} on {len(subset)} images")
 
     try:
-        plan, masks = admm_train_(model, context.splits.train, space=context.space, target_bytes=context.target_bytes,
-                                  model_spec=context.model_spec, schedule=schedule, device=context.device,
-                                  seed=context.settings.seed, on_step=context.interrupt.check, on_projection=on_projection)
-        log(f"  hard plan: {plan_line(plan)}; fine-tuning it with the sparsity pattern fixed")
-        finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=context.settings.final_epochs,
-                             lr=context.settings.lr, batch_size=context.settings.batch_size, seed=context.settings.seed,
-                             on_step=context.interrupt.check, masks=masks)
-        compressed = harden_and_measure(model, plan, model_spec=context.model_spec, num_classes=context.splits.num_classes,
-                                        device=context.device, splits=context.splits, measure_test=True)
+        with get_heartbeat_thread(trial._trial_id, study._storage):  # other workers see it is alive
+            plan, masks = admm_train_(model, context.splits.train, space=context.space, target_bytes=context.target_bytes,
+                                      model_spec=context.model_spec, schedule=schedule, device=context.device,
+                                      seed=context.settings.seed, on_step=context.interrupt.check, on_projection=on_projection)
+            log(f"  hard plan: {plan_line(plan)}; fine-tuning it with the sparsity pattern fixed")
+            finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=context.settings.final_epochs,
+                                 lr=context.settings.lr, batch_size=context.settings.batch_size, seed=context.settings.seed,
+                                 on_step=context.interrupt.check, masks=masks)
+            compressed = harden_and_measure(model, plan, model_spec=context.model_spec, num_classes=context.splits.num_classes,
+                                            device=context.device, splits=context.splits, measure_test=True)
     except TrainingDivergedError as error:
         trial.set_user_attr("fail_reason", str(error))
         study.tell(trial, state=TrialState.FAIL)

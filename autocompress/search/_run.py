@@ -31,8 +31,11 @@ from autocompress.search._study import (
     optimize,
     plan_from_attrs,
     relative_space,
+    should_warm_start,
     write_best_so_far,
 )
+from autocompress.search._storage import dashboard_argument, redact
+from autocompress.search._workers import local_workers
 from autocompress.pipeline import finetune_under_plan_
 from autocompress.units import format_size
 
@@ -73,7 +76,7 @@ def run_search(settings: SearchSettings, *, log=print) -> SearchOutcome:  # noqa
         return run_admm(settings, baseline, splits, space, device, budgets, log=log)
     if budget.trivial:
         return write_trivial_result(settings, baseline, splits, device, budget.uncompressed_bytes, log=log)
-    study = open_study(settings)
+    study, created = open_study(settings)
     context = SearchContext(settings, baseline, splits, space, device, spec)
     if settings.space == "relative":
         anchored = relative_space(context)
@@ -86,11 +89,25 @@ def run_search(settings: SearchSettings, *, log=print) -> SearchOutcome:  # noqa
                 f"around the best uniform plan (sparsity {head.sparsity:.3f}, {head.bits} bits)")
     with context.interrupt:
         describe_study(study, context, log=log)
-        if not study.trials and settings.warm_start:
+        if should_warm_start(study, created, settings):
             queued = enqueue_warm_starts(study, context)
             log(f"warm start: queued {', '.join(queued) or 'nothing (no uniform plan fits)'}")
-        optimize(study, context, on_trial_end=lambda s, _: write_best_so_far(s, folder, spec, settings.target_bytes))
+        with local_workers(settings, log=log):
+            optimize(study, context, on_trial_end=lambda s, _: write_best_so_far(s, folder, spec, settings.target_bytes))
+        write_best_so_far(study, folder, spec, settings.target_bytes)  # other workers' trials may have ended after ours
+        if settings.worker:
+            return report_worker_done(study, settings, log=log)
         return finalize(study, context, log=log)
+
+
+def report_worker_done(study: optuna.Study, settings: SearchSettings, *, log=print) -> SearchOutcome:  # noqa: ANN001
+    """A --worker leaves the final fine-tune and the files to the process run without --worker."""
+    best = best_feasible_trial(study)
+    found = "no feasible trial" if best is None else (
+        f"best feasible trial {best.number}: val {best.value:.2%}, {best.user_attrs['packed_bytes']:,} B")
+    log(f"worker done: {len(finished_trials(study))} finished trial(s) in the study, {found}. The final fine-tune and "
+        "best.yaml/best.acz come from the same command without --worker (or `autocompress report` for the tables)")
+    return SearchOutcome(settings.study_dir, settings.resolved_study_name, settings.resolved_storage, None, None)
 
 
 def space_for(model: nn.Module, settings: SearchSettings) -> SearchSpace:
@@ -148,15 +165,15 @@ def describe_study(study, context: SearchContext, *, log=print) -> None:  # noqa
     settings = context.settings
     done = len(finished_trials(study))
     if settings.mode == "admm":
-        log(f"study {settings.resolved_study_name} ({settings.resolved_storage}): {done} finished trial(s); "
+        log(f"study {settings.resolved_study_name} ({redact(settings.resolved_storage)}): {done} finished trial(s); "
             f"ADMM mode, targets {', '.join(format_size(target) for target in settings.resolved_targets)}, on {context.device}")
     else:
         log(
-            f"study {settings.resolved_study_name} ({settings.resolved_storage}): {done} finished trial(s), "
+            f"study {settings.resolved_study_name} ({redact(settings.resolved_storage)}): {done} finished trial(s), "
             f"running to {settings.trials}; target {format_size(settings.target_bytes)}; sampler {settings.sampler}, "
             f"pruner {settings.pruner}; {settings.epochs_per_trial:g} epoch(s) of fine-tuning per trial on {context.device}"
         )
-    log(f"watch it live: optuna-dashboard {settings.resolved_storage}")
+    log(f"watch it live: optuna-dashboard {dashboard_argument(redact(settings.resolved_storage))}")
     if "baseline_accuracy" not in study.user_attrs:
         study.set_user_attr("target_bytes", settings.target_bytes)
         study.set_user_attr("model", context.model_spec)

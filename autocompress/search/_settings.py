@@ -52,6 +52,11 @@ class SearchSettings:
     quantizers: list[str] = field(default_factory=lambda: ["clipq"])
     baseline_epochs: float = 30.0  # training of a baseline when no checkpoint is given
     warm_start: bool = True
+    # workers: any number of processes or machines with the same storage and study name share one study
+    n_jobs: int = 1  # worker processes this command starts on this machine (one per GPU where there are several)
+    worker: bool = False  # only run trials: no final fine-tune, no best.yaml/best.acz (another process writes them)
+    heartbeat_seconds: int = 30  # a running trial's heartbeat; silent for 3 of them, its worker is taken as dead
+    max_retries: int = 2  # times a dead worker's trial is re-queued
     space: str = "absolute"  # or "relative": per-layer shifts around the best uniform plan
     # mode "admm" (constrained optimisation, Yang et al. 2020): one run per target
     targets: list[int] | None = None  # a sweep of targets (bytes); default [target_bytes]
@@ -76,6 +81,11 @@ class SearchSettings:
             raise AutocompressError("--targets (a sweep of targets) needs --mode admm; a BO study has one target")
         if self.trials < 1 or self.epochs_per_trial < 0 or self.final_epochs < 0:
             raise AutocompressError("trials must be at least 1 and epochs non-negative")
+        if self.n_jobs < 1 or self.heartbeat_seconds < 1 or self.max_retries < 0:
+            raise AutocompressError(f"n_jobs and heartbeat_seconds must be at least 1 and max_retries at least 0, got "
+                                    f"n_jobs={self.n_jobs}, heartbeat_seconds={self.heartbeat_seconds}, max_retries={self.max_retries}")
+        if self.mode == "admm" and (self.n_jobs > 1 or self.worker):
+            raise AutocompressError("--n-jobs and --worker apply to --mode bo; an ADMM run is one process per target")
 
     def admm_schedule(self) -> AdmmSchedule:
         """The ADMM mode's training schedule from these settings."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,6 +37,7 @@ from autocompress.search._budget import best_uniform_plan, fit_to_budget, sensit
 from autocompress.search._interrupt import InterruptGuard
 from autocompress.search._settings import SearchSettings
 from autocompress.search._space import SearchSpace
+from autocompress.search._storage import open_storage, redact
 
 METRIC_NAMES = ["val_accuracy"]
 CONSTRAINT_NAME = "packed_bytes_over_target"  # feasible when <= 0
@@ -44,7 +46,8 @@ SENSITIVITY_IMAGES = 1000
 PRUNING_IMAGES = 1000  # validation images behind each intermediate report
 REPORTS_PER_TRIAL = 4
 STORAGE_ATTEMPTS = 3
-SQLITE_BUSY_SECONDS = 60  # how long a write waits for another process's transaction
+WARM_START_ATTR = "warm_start"  # study user attribute: whether its creator queued the warm starts
+POLL_SECONDS = 2.0  # how often a worker with nothing to start looks at the other workers' trials
 
 
 @dataclass
@@ -99,56 +102,48 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def storage_for(url: str) -> str | optuna.storages.BaseStorage:
-    """The storage behind ``url``; SQLite files open in WAL mode with ``synchronous=NORMAL``.
-
-    SQLite's default (rollback journal, full sync) waits for the disk twice per
-    commit, and Optuna commits once per suggested parameter: on the 42-parameter
-    ResNet-18 space that was 76 ms of suggestions and 29 ms of result writes per
-    trial, and WAL halves both (``benchmarks/sampler_overhead.py``). A process
-    that is killed still loses no committed trial; only a power cut can drop the
-    last commits. Readers (``optuna-dashboard``, ``autocompress report``) do not
-    block the writer. Other URLs are passed to Optuna as they are.
-    """
-    if not url.startswith("sqlite:///"):
-        return url
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_SECONDS}})
-    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
-    storage.engine.dispose()  # connections opened while creating the tables had no pragmas
-    return storage
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def open_study(settings: SearchSettings) -> optuna.Study:
-    """Create the study, or load it when the storage already holds one of that name (resume)."""
+def open_study(settings: SearchSettings) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when the storage already holds one of that name (a resumed
+    study, or one that other workers share). Also says whether this call created it: only the
+    creator queues the warm starts, so workers starting together do not queue them twice."""
     if settings.storage is None:
         settings.study_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_storage
     for attempt in range(STORAGE_ATTEMPTS):
         try:
-            study = optuna.create_study(
-                storage=storage_for(settings.resolved_storage),
-                study_name=settings.resolved_study_name,
-                direction="maximize",
-                sampler=make_sampler(settings.sampler, seed=settings.seed, n_startup_trials=settings.sampler_startup_trials),
-                pruner=make_pruner(settings.pruner),
-                load_if_exists=True,
-            )
+            storage = open_storage(url, heartbeat_seconds=settings.heartbeat_seconds, max_retries=settings.max_retries)
+            study, created = _create_or_load(storage, settings)
             break
-        except SQLAlchemyError:  # another process is creating the same new storage's tables right now
+        except SQLAlchemyError as error:  # another process is creating the same new storage's tables right now
             if attempt == STORAGE_ATTEMPTS - 1:
-                raise
+                reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+                raise AutocompressError(f"cannot open the storage {redact(url)}: {reason}; check that the server is up "
+                                        "and the URL (user, password, host, port, database) is right") from None
             time.sleep(1.0 + attempt)
     if study.metric_names != METRIC_NAMES:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(METRIC_NAMES)
-    return study
+    return study, created
+
+
+def _create_or_load(storage: optuna.storages.BaseStorage, settings: SearchSettings) -> tuple[optuna.Study, bool]:
+    sampler = make_sampler(settings.sampler, seed=settings.seed, n_startup_trials=settings.sampler_startup_trials)
+    name, pruner = settings.resolved_study_name, make_pruner(settings.pruner)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
+    study.set_user_attr(WARM_START_ATTR, settings.warm_start)  # claimed at once: other workers see it was handled
+    return study, True
+
+
+def should_warm_start(study: optuna.Study, created: bool, settings: SearchSettings) -> bool:
+    """Queue warm starts in a study this process created, or in an empty one nobody claimed
+    (made by an older version, or with --no-warm-start and now resumed with it)."""
+    if not settings.warm_start:
+        return False
+    return created or (not study.trials and WARM_START_ATTR not in study.user_attrs)
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -186,7 +181,7 @@ def enqueue_warm_starts(study: optuna.Study, context: SearchContext) -> list[str
     uniform = space.anchor if space.anchor is not None else best_uniform_plan(context.sizes, space, context.target_bytes)
     if uniform is None:
         return queued
-    study.enqueue_trial(space.params_of(uniform), user_attrs={"strategy": "uniform-warmstart"})
+    study.enqueue_trial(space.params_of(uniform), user_attrs={"strategy": "uniform-warmstart"}, skip_if_exists=True)
     queued.append("uniform-warmstart")
     subset = context.splits.val.subset(torch.arange(min(SENSITIVITY_IMAGES, len(context.splits.val))))
 
@@ -195,7 +190,7 @@ def enqueue_warm_starts(study: optuna.Study, context: SearchContext) -> list[str
 
     guided = sensitivity_plan(context.sizes, space, context.target_bytes, uniform, score)
     if guided is not None:
-        study.enqueue_trial(space.params_of(guided), user_attrs={"strategy": "sensitivity-warmstart"})
+        study.enqueue_trial(space.params_of(guided), user_attrs={"strategy": "sensitivity-warmstart"}, skip_if_exists=True)
         queued.append("sensitivity-warmstart")
     return queued
 
@@ -204,6 +199,8 @@ def run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     """Propose, fit to the budget, fine-tune with in-parallel pruning-quantization, measure."""
     started = time.perf_counter()
     settings = context.settings
+    claim_slot(trial, settings.trials)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it
     trial.set_user_attr("strategy", trial.user_attrs.get("strategy", settings.sampler))
     proposal = context.space.suggest(trial, model=context.model_spec)
     plan = fit_to_budget(context.sizes, proposal, context.space, context.target_bytes)
@@ -308,34 +305,91 @@ def record_result(trial: optuna.Trial, compressed: CompressedModel, context: Sea
     trial.set_constraint(CONSTRAINT_NAME, float(size.total - context.target_bytes))
 
 
+@dataclass(frozen=True)
+class TrialCounts:
+    """A study's trials by what they mean for the requested count."""
+
+    finished: int  # complete or pruned: these count toward --trials
+    running: int  # being run by some worker (or by a dead one, until its heartbeats go stale)
+    waiting: int  # queued: warm starts, and retries of trials whose worker died
+
+
+def trial_counts(study: optuna.Study) -> TrialCounts:
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    return TrialCounts(finished=sum(state in FINISHED_STATES for state in states),
+                       running=states.count(TrialState.RUNNING), waiting=states.count(TrialState.WAITING))
+
+
+class SurplusTrialError(AutocompressError):
+    """Two workers started the study's last trial at the same moment; the later one stands down."""
+
+
+def claim_slot(trial: optuna.Trial, requested: int) -> None:
+    """Refuse a trial that would take the study past ``requested`` finished trials.
+
+    Workers check the counts before they start a trial, but two can pass that check together.
+    Trial numbers settle it: of the trials that count or may count (finished or running), the
+    ``requested`` lowest-numbered go ahead, and any later one ends at once, marked failed."""
+    ahead = trial.study.get_trials(deepcopy=False, states=(*FINISHED_STATES, TrialState.RUNNING))
+    if sum(other.number < trial.number for other in ahead) >= requested:
+        message = f"the study already has {requested} finished or running trials (another worker started the last one)"
+        trial.set_user_attr("fail_reason", message)
+        raise SurplusTrialError(message)
+
+
 def optimize(study: optuna.Study, context: SearchContext, *, on_trial_end: Callable[[optuna.Study, FrozenTrial], None]) -> None:
-    """Run trials until the study holds ``settings.trials`` finished ones, or the timeout."""
+    """Run trials until the study holds ``settings.trials`` finished ones, or the timeout passes.
+
+    Any number of workers (processes, machines) may run this on one study: the count is the
+    study's. A worker starts a trial only while finished + running trials are short of it; when
+    the others are running the last ones, it waits for them, so that every worker returns with
+    the study complete and reads the same best trial. A worker that died mid-trial stops sending
+    heartbeats; its trial turns stale, is marked failed and re-queued (``open_storage``), and a
+    waiting worker runs it. ``--timeout`` stops starting trials, as in Optuna."""
     settings = context.settings
-    remaining = settings.trials - len(finished_trials(study))
-    if remaining <= 0:
+    deadline = None if settings.timeout_seconds is None else time.monotonic() + settings.timeout_seconds
+    if trial_counts(study).finished >= settings.trials:
         return
-    bar = tqdm(total=settings.trials, initial=settings.trials - remaining, unit="trial", desc="search", dynamic_ncols=True)
+    bar = tqdm(total=settings.trials, unit="trial", desc="search", dynamic_ncols=True)
 
     def callback(current: optuna.Study, trial: FrozenTrial) -> None:
-        bar.update(1 if trial.state in FINISHED_STATES else 0)
         best = best_feasible_trial(current)
         if best is not None:
             bar.set_postfix_str(f"best feasible val={best.value:.4f} ({best.user_attrs['packed_bytes']:,} B, trial {best.number})")
         on_trial_end(current, trial)
         context.interrupt.check()  # a Ctrl-C the interpreter swallowed stops here, the trial saved
 
-    stop_at_total = optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED_STATES)
+    started_here = 0
     try:
-        study.optimize(
-            lambda trial: run_trial(trial, context),
-            n_trials=remaining,
-            timeout=settings.timeout_seconds,
-            catch=(TrainingDivergedError,),
-            callbacks=[callback, stop_at_total],
-            gc_after_trial=True,
-        )
+        while deadline is None or time.monotonic() < deadline:
+            fail_stale_trials(study)
+            counts = trial_counts(study)
+            bar.update(min(counts.finished, settings.trials) - bar.n)
+            if counts.finished >= settings.trials or started_here >= settings.trials:
+                return
+            if counts.finished + counts.running >= settings.trials and counts.waiting == 0:
+                bar.set_description_str(f"search (waiting for {counts.running} trial(s) of other workers)")
+                time.sleep(POLL_SECONDS)
+                context.interrupt.check()
+                continue
+            bar.set_description_str("search")
+            started_here += 1
+            study.optimize(
+                lambda trial: run_trial(trial, context),
+                n_trials=1,
+                catch=(TrainingDivergedError, SurplusTrialError),
+                callbacks=[callback],
+                gc_after_trial=True,
+            )
     finally:
         bar.close()
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Mark the trials of dead workers failed (and re-queue them), as Optuna does before each trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def write_best_so_far(study: optuna.Study, folder: Path, model_spec: str, target_bytes: int) -> None:

@@ -1,0 +1,197 @@
+"""Many workers on one study: PostgreSQL and journal-file storages, heartbeats, retries, --n-jobs.
+
+Each two-worker test starts two real ``autocompress search`` processes with the same ``--storage``
+and ``--study-name`` and separate output folders (as on two machines), then reads the study back.
+The PostgreSQL server is a real one on loopback (``tests/_postgres.py``), skipped only where it
+cannot be started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from autocompress.search import HeartbeatJournalStorage, best_feasible_trial, open_storage, run_search
+from autocompress.search._study import SurplusTrialError, claim_slot, fail_stale_trials
+
+from tests._postgres import postgres_server, why_unavailable
+from tests._tiny_search import settings_for
+
+pytestmark = pytest.mark.slow
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    reason = why_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["journal", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "journal":
+        return f"journal:{tmp_path / 'shared' / 'study.log'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def start_worker(storage: str, study: str, output_root: Path, *, tiny_module: Path, checkpoint: Path, data_dir: Path,
+                 trials: int, epochs_per_trial: float = 1.0, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    """One ``autocompress search`` process on the tiny model, as a user on another machine would start it."""
+    args = ["search", "--target-size", "6KB", "--model", "tinynet:tiny", "--checkpoint", str(checkpoint),
+            "--data-dir", str(data_dir), "--val-size", "200", "--trials", str(trials),
+            "--epochs-per-trial", str(epochs_per_trial), "--final-epochs", "0", "--batch-size", "64",
+            "--device", "cpu", "--storage", storage, "--study-name", study, "--output-root", str(output_root), *extra]
+    env = {**os.environ, "PYTHONPATH": str(tiny_module), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "autocompress.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 600) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def load(storage: str, study: str) -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=open_storage(storage, heartbeat_seconds=None))
+
+
+def assert_study_complete(study: optuna.Study, requested: int) -> list[optuna.trial.FrozenTrial]:
+    """Exactly ``requested`` finished trials, none left running or queued, any failure explained."""
+    trials = study.get_trials()
+    finished = [trial for trial in trials if trial.state in FINISHED]
+    assert len(finished) == requested, Counter(trial.state.name for trial in trials)
+    assert not [trial for trial in trials if trial.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len({trial.number for trial in trials}) == len(trials)
+    return finished
+
+
+def test_two_workers_share_one_study(storage_url: str, tiny_module: Path, tiny_checkpoint: Path,
+                                     synthetic_data_dir: Path, tmp_path: Path) -> None:
+    study_name, requested = f"two-{int(time.time() * 1000)}", 8
+    common = dict(tiny_module=tiny_module, checkpoint=tiny_checkpoint, data_dir=synthetic_data_dir, trials=requested)
+    workers = [start_worker(storage_url, study_name, tmp_path / name, **common) for name in ("a", "b")]
+    outputs = [finish(worker) for worker in workers]
+    study = load(storage_url, study_name)
+    finished = assert_study_complete(study, requested)
+    by_worker = Counter(trial.user_attrs["worker"].rsplit(":", 1)[1] for trial in finished)
+    assert set(by_worker) == {str(worker.pid) for worker in workers}, by_worker  # both did work
+    assert sum(by_worker.values()) == requested  # none lost, none counted twice
+    strategies = Counter(trial.user_attrs["strategy"] for trial in finished)
+    assert strategies["uniform-warmstart"] == 1 and strategies["sensitivity-warmstart"] == 1, strategies
+    failed = [trial for trial in study.trials if trial.state == TrialState.FAIL]
+    assert all("already has" in trial.user_attrs.get("fail_reason", "") for trial in failed), failed  # only surplus
+    best = best_feasible_trial(study)
+    assert best is not None
+    plans = [yaml.safe_load((tmp_path / name / study_name / "best.yaml").read_text()) for name in ("a", "b")]
+    assert plans[0]["result"]["trial"] == plans[1]["result"]["trial"] == best.number, outputs
+    assert plans[0]["layers"] == plans[1]["layers"]
+    assert all(plan["result"]["packed_bytes"] <= 6000 for plan in plans)
+
+
+def test_a_killed_worker_s_trial_is_failed_and_run_again(storage_url: str, tiny_module: Path, tiny_checkpoint: Path,
+                                                         synthetic_data_dir: Path, tmp_path: Path) -> None:
+    study_name, requested = f"kill-{int(time.time() * 1000)}", 6
+    common = dict(tiny_module=tiny_module, checkpoint=tiny_checkpoint, data_dir=synthetic_data_dir, trials=requested,
+                  epochs_per_trial=4.0, extra=("--heartbeat", "1", "--sampler", "random", "--pruner", "none"))
+    survivor = start_worker(storage_url, study_name, tmp_path / "a", **common)
+    victim = start_worker(storage_url, study_name, tmp_path / "b", **common)
+    victim_trial = wait_for_running_trial(storage_url, study_name, victim)
+    victim.kill()  # SIGKILL: no handler runs, the trial stays RUNNING until its heartbeats go stale
+    victim.communicate(timeout=60)
+    finish(survivor)
+    study = load(storage_url, study_name)
+    assert_study_complete(study, requested)
+    assert study.trials[victim_trial].state == TrialState.FAIL
+    retries = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == victim_trial]
+    assert len(retries) == 1 and retries[0].state in FINISHED
+    assert retries[0].params == study.trials[victim_trial].params  # the same proposal, run again
+    assert retries[0].user_attrs["worker"].endswith(f":{survivor.pid}")
+
+
+def wait_for_running_trial(storage: str, study_name: str, worker: subprocess.Popen[str], timeout: float = 300) -> int:
+    """The number of a trial ``worker`` is running right now (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, worker.communicate()[0][-3000:]
+        try:
+            running = load(storage, study_name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except KeyError:  # the study is not created yet
+            running = []
+        mine = [trial for trial in running if trial.user_attrs.get("worker", "").endswith(f":{worker.pid}")]
+        if mine:
+            return mine[0].number
+        time.sleep(0.2)
+    raise AssertionError("the worker never ran a trial")
+
+
+def test_n_jobs_starts_local_workers_that_share_the_count(tiny_checkpoint: Path, synthetic_data_dir: Path,
+                                                          tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="jobs", trials=6, n_jobs=2,
+                            epochs_per_trial=1.0)
+    messages: list[str] = []
+    outcome = run_search(settings, log=messages.append)
+    study = load(settings.resolved_storage, "jobs")
+    finished = assert_study_complete(study, 6)
+    workers = {trial.user_attrs["worker"] for trial in finished}
+    assert len(workers) == 2 and any(message.startswith("worker 1: pid") for message in messages)
+    assert (tmp_path / "jobs" / "worker-1.log").exists() and outcome.packed_path is not None
+
+
+def test_a_surplus_trial_stands_down() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.create_trial(value=1.0))
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL))  # failures do not count
+    claim_slot(study.ask(), requested=2)  # second counting trial: goes ahead (and stays running)
+    with pytest.raises(SurplusTrialError, match="already has 2"):
+        claim_slot(study.ask(), requested=2)
+
+
+def test_journal_heartbeats_fail_and_requeue_a_silent_trial(tmp_path: Path) -> None:
+    storage = open_storage(f"journal:{tmp_path / 'j' / 'study.log'}", heartbeat_seconds=1, max_retries=1)
+    assert isinstance(storage, HeartbeatJournalStorage)
+    study = optuna.create_study(storage=storage, study_name="beats")
+    alive, silent = study.ask(), study.ask()
+    alive.suggest_float("x", 0, 1)
+    silent.suggest_float("x", 0, 1)
+    for _ in range(8):  # 4 s: past the 3-heartbeat grace for the silent one
+        storage.record_heartbeat(alive._trial_id)
+        time.sleep(0.5)
+    fail_stale_trials(study)
+    states = {trial.number: trial.state for trial in study.trials}
+    assert states[alive.number] == TrialState.RUNNING and states[silent.number] == TrialState.FAIL
+    retry = study.trials[-1]
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == silent.number
+    assert retry.params == {"x": study.trials[silent.number].params["x"]}
+
+
+def test_bad_storage_and_worker_settings_give_one_clear_error(tiny_module: Path, tiny_checkpoint: Path,
+                                                              synthetic_data_dir: Path, tmp_path: Path) -> None:
+    common = dict(tiny_module=tiny_module, checkpoint=tiny_checkpoint, data_dir=synthetic_data_dir, trials=2)
+    cases = {
+        "postgresql://nobody@127.0.0.1:1/none": "cannot open the storage postgresql://nobody@127.0.0.1:1/none",
+        "journal:": "names no file",
+        "nosuchdb://x": "cannot read the storage URL",
+    }
+    for storage, message in cases.items():
+        process = start_worker(storage, "bad", tmp_path, **common)
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 2 and message in output and "Traceback" not in output, output[-2000:]
+    process = start_worker(f"journal:{tmp_path / 'ok.log'}", "bad", tmp_path, **common, extra=("--n-jobs", "0"))
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 2 and "n_jobs and heartbeat_seconds must be at least 1" in output, output[-2000:]
