@@ -106,10 +106,11 @@ def make_arm(label: str, overrides: dict[str, object], args: argparse.Namespace,
             "output_root": str(root),
             "study_name": label,
             "device": "cpu",
+            "trials": 1_000_000,  # the arms are bounded by wall time, not by a trial count
             **overrides,
         },
     )
-    study = open_study(settings)
+    study, _ = open_study(settings)
     context = SearchContext(settings, baseline, splits, space_for(baseline, settings), device, settings.model)
     if settings.space == "relative":
         context.space = relative_space(context) or context.space

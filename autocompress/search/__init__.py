@@ -14,7 +14,7 @@ from autocompress.search._budget import (
 from autocompress.search._run import SearchOutcome, run_search
 from autocompress.search._settings import PRUNERS, SAMPLERS, SearchSettings, load_settings
 from autocompress.search._space import SearchSpace
-from autocompress.search._storage import HeartbeatJournalStorage, open_storage
+from autocompress.search._storage import HeartbeatJournalStorage, local_storage_file, open_storage
 from autocompress.search._study import (
     METRIC_NAMES,
     SearchContext,
@@ -45,6 +45,7 @@ __all__ = [
     "load_settings",
     "make_pruner",
     "make_sampler",
+    "local_storage_file",
     "open_storage",
     "open_study",
     "plan_from_attrs",
