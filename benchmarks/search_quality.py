@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
 
+from _common import machine_line, verdict
 from autocompress.search import best_feasible_trial, load_settings, run_search
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +52,7 @@ def best_value(settings: object) -> float:
     return float("nan") if best is None else float(best.value)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
@@ -64,6 +66,8 @@ def main() -> None:
     if args.quick:
         args.seeds, args.trials, args.epochs_per_trial = 2, 4, 0.05
     root = args.out or Path(tempfile.mkdtemp(prefix="search_quality_"))
+    print(machine_line("benchmarks/search_quality.py", f"{args.seeds} seeds x {args.trials} trials x {args.epochs_per_trial:g} epochs, "
+                       f"target {args.target_size}"), flush=True)
     rows: list[tuple[int, float, float, float]] = []
     for seed in range(args.seeds):
         started = time.perf_counter()
@@ -75,7 +79,12 @@ def main() -> None:
         study = optuna.load_study(study_name=bo.resolved_study_name, storage=bo.resolved_storage)
         uniform = [t.value for t in study.trials if t.user_attrs.get("strategy") == "uniform-warmstart" and t.value is not None]
         rows.append((seed, best_value(bo), best_value(random_arm), uniform[0] if uniform else float("nan")))
-        print(f"seed {seed}: BO {rows[-1][1]:.4f}  random {rows[-1][2]:.4f}  uniform {rows[-1][3]:.4f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+        best = best_feasible_trial(study)
+        made_by = "none" if best is None else f"trial {best.number}, {best.user_attrs.get('strategy')}"
+        sampler_made = max((t.value for t in study.trials if t.value is not None and t.user_attrs.get("feasible")
+                            and not t.user_attrs.get("strategy", "").endswith("-warmstart")), default=float("nan"))
+        print(f"seed {seed}: BO {rows[-1][1]:.4f} ({made_by}; best TPE-proposed trial {sampler_made:.4f})  "
+              f"random {rows[-1][2]:.4f}  uniform {rows[-1][3]:.4f}  ({time.perf_counter() - started:.0f} s)", flush=True)
     print(f"\nbest feasible validation accuracy at {args.target_size}, {args.trials} trials x {args.epochs_per_trial:g} epochs each")
     print(f"{'arm':<10}" + "".join(f"{'seed ' + str(seed):>10}" for seed, *_ in rows) + f"{'mean':>10}{'spread':>10}")
     for index, arm in enumerate(("BO (tpe)", "random", "uniform"), start=1):
@@ -83,8 +92,10 @@ def main() -> None:
         spread = max(values) - min(values)
         print(f"{arm:<10}" + "".join(f"{value:>10.4f}" for value in values) + f"{statistics.mean(values):>10.4f}{spread:>10.4f}")
     wins = sum(row[1] > max(row[2], row[3]) for row in rows)
-    print(f"\nBO best in {wins} of {len(rows)} seeds; studies kept in {root}")
+    print(f"\nstudies kept in {root}")
+    return verdict(wins == len(rows), f"the BO study's best feasible val accuracy beats random search and the best uniform "
+                                      f"allocation in {wins} of {len(rows)} seeds")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

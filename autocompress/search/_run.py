@@ -86,7 +86,7 @@ def run_search(settings: SearchSettings, *, log=print) -> SearchOutcome:  # noqa
             context.space = anchored
             head = next(iter(anchored.anchor.layers.values()))
             log(f"relative space: shifts of +-{anchored.sparsity_shift:g} sparsity and +-{anchored.bits_shift} bits "
-                f"around the best uniform plan (sparsity {head.sparsity:.3f}, {head.bits} bits)")
+                f"around the projection warm start (first layer: sparsity {head.sparsity:.3f}, {head.bits} bits)")
     with context.interrupt:
         describe_study(study, context, log=log)
         if should_warm_start(study, created, settings):

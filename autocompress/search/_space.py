@@ -72,6 +72,21 @@ class SearchSpace:
                 params[f"{name}.quantizer"] = setting.quantizer if setting.quantizer in self.quantizers else self.quantizers[0]
         return params
 
+    def represents(self, plan: Plan) -> bool:
+        """Whether some trial of this space proposes exactly ``plan``'s settings (within the bounds,
+        and for a relative space within the shifts of its anchor)."""
+        for name in self.layers:
+            setting = plan.layers.get(name)
+            if setting is None or setting.quantizer not in self.quantizers:
+                return False
+            if not (self.sparsity_min <= setting.sparsity <= self.sparsity_max and self.bits_min <= setting.bits <= self.bits_max):
+                return False
+            if self.anchor is not None:
+                base = self.anchor.layers[name]
+                if abs(setting.sparsity - base.sparsity) > self.sparsity_shift + 1e-9 or abs(setting.bits - base.bits) > self.bits_shift:
+                    return False
+        return True
+
     def around(self, anchor: Plan) -> SearchSpace:
         """The same bounds, searched as shifts around ``anchor`` (which names every layer)."""
         missing = [name for name in self.layers if name not in anchor.layers]

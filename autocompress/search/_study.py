@@ -16,7 +16,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from autocompress.pipeline import CompressedModel, finetune_under_plan_, harden_
 from autocompress.plan import LayerSetting, Plan
 from autocompress.search._budget import best_uniform_plan, fit_to_budget, sensitivity_plan
 from autocompress.search._interrupt import InterruptGuard
+from autocompress.search._projection import project_to_budget
 from autocompress.search._settings import SearchSettings
 from autocompress.search._space import SearchSpace
 from autocompress.search._storage import open_storage, redact
@@ -164,34 +165,56 @@ def plan_from_attrs(trial: FrozenTrial, model_spec: str) -> Plan:
     return Plan(layers=layers, model=model_spec)
 
 
+def projection_plan(context: SearchContext, uniform: Plan) -> Plan | None:
+    """The allocation of least weight distortion that fits the exact budget: the ADMM mode's
+    projection (two alternating knapsacks, ``project_to_budget``) of the baseline's own weights,
+    seeded with the best uniform plan. No training; about 2 s for ResNet-20."""
+    space = replace(context.space, anchor=None)
+    projected = project_to_budget(context.sizes, space, context.target_bytes, seed=uniform)
+    return None if projected is None else projected.plan
+
+
 def relative_space(context: SearchContext) -> SearchSpace | None:
-    """The space as shifts around the best uniform plan (None when no uniform plan fits).
+    """The space as shifts around the projection plan, or the best uniform plan where no projection
+    is found (None when no uniform plan fits).
 
     The anchor is a deterministic function of the baseline, the bounds and the target,
     so a resumed study gets the same one."""
-    anchor = best_uniform_plan(context.sizes, context.space, context.target_bytes)
-    return None if anchor is None else context.space.around(anchor)
-
-
-def enqueue_warm_starts(study: optuna.Study, context: SearchContext) -> list[str]:
-    """Queue the best uniform allocation and a sensitivity-guided one as the first trials."""
-    space = context.space
-    queued: list[str] = []
-    # a relative space is anchored at exactly this plan already
-    uniform = space.anchor if space.anchor is not None else best_uniform_plan(context.sizes, space, context.target_bytes)
+    uniform = best_uniform_plan(context.sizes, context.space, context.target_bytes)
     if uniform is None:
-        return queued
-    study.enqueue_trial(space.params_of(uniform), user_attrs={"strategy": "uniform-warmstart"}, skip_if_exists=True)
-    queued.append("uniform-warmstart")
+        return None
+    return context.space.around(projection_plan(context, uniform) or uniform)
+
+
+def warm_start_plans(context: SearchContext) -> list[tuple[str, Plan]]:
+    """The plans every study starts with, by strategy name: the best uniform allocation, the
+    distortion-minimising projection and a sensitivity-guided allocation (each when it exists)."""
+    uniform = best_uniform_plan(context.sizes, replace(context.space, anchor=None), context.target_bytes)
+    if uniform is None:
+        return []
+    plans = [("uniform-warmstart", uniform)]
+    projected = projection_plan(context, uniform)
+    if projected is not None:
+        plans.append(("projection-warmstart", projected))
     subset = context.splits.val.subset(torch.arange(min(SENSITIVITY_IMAGES, len(context.splits.val))))
 
     def score(candidate: nn.Module) -> float:
         return evaluate(candidate, subset, device=context.device)
 
-    guided = sensitivity_plan(context.sizes, space, context.target_bytes, uniform, score)
+    guided = sensitivity_plan(context.sizes, context.space, context.target_bytes, uniform, score)
     if guided is not None:
-        study.enqueue_trial(space.params_of(guided), user_attrs={"strategy": "sensitivity-warmstart"}, skip_if_exists=True)
-        queued.append("sensitivity-warmstart")
+        plans.append(("sensitivity-warmstart", guided))
+    return plans
+
+
+def enqueue_warm_starts(study: optuna.Study, context: SearchContext) -> list[str]:
+    """Queue the warm-start plans that the space can express as the first trials (a relative
+    space holds only the plans within its shifts of its anchor)."""
+    queued: list[str] = []
+    for strategy, plan in warm_start_plans(context):
+        if context.space.represents(plan):
+            study.enqueue_trial(context.space.params_of(plan), user_attrs={"strategy": strategy}, skip_if_exists=True)
+            queued.append(strategy)
     return queued
 
 
