@@ -140,8 +140,8 @@ def _create_or_load(storage: optuna.storages.BaseStorage, settings: SearchSettin
 
 
 def should_warm_start(study: optuna.Study, created: bool, settings: SearchSettings) -> bool:
-    """Queue warm starts in a study this process created, or in an empty one nobody claimed
-    (made by an older version, or with --no-warm-start and now resumed with it)."""
+    """Queue warm starts in a study this process created, or in an empty one whose creator left no
+    word on them (a study made by an older version)."""
     if not settings.warm_start:
         return False
     return created or (not study.trials and WARM_START_ATTR not in study.user_attrs)
