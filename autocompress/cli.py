@@ -299,7 +299,7 @@ class SearchCommand(Command):
     def take_action(self, args: argparse.Namespace) -> int:
         from autocompress.search import load_settings, run_search
 
-        overrides = {key: value for key, value in vars(args).items() if key not in ("config", "action", "command")}
+        overrides = {key: value for key, value in vars(args).items() if key not in ("config", "action", "command", "argv")}
         overrides["timeout_seconds"] = overrides.pop("timeout", None)
         settings = load_settings(args.config, overrides)
         try:
@@ -309,6 +309,59 @@ class SearchCommand(Command):
                   "run the same command again to resume", file=sys.stderr)
             return 130
         return 0
+
+
+class CompareCommand(Command):
+    name = "compare"
+    help = ("strategies side by side at one target and one training budget: uniform, naive prune-then-quantize and "
+            "quantize-then-prune, BO, ADMM, random search")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--target-size", help="byte budget of every strategy's packed file: 50KB, 1MB, 50000")
+        parser.add_argument("--config", type=Path, help="preset YAML (studies/*.yaml): model, checkpoint, data, bounds, lr")
+        parser.add_argument("--epochs", type=float, default=2.0,
+                            help="fine-tuning epochs each strategy spends in all (bo/random: half on trials, half final)")
+        parser.add_argument("--trials", type=int, default=6, help="trials of the bo and random studies")
+        parser.add_argument("--strategies", help="comma-separated subset of " + ",".join(_strategies()))
+        parser.add_argument("--name", help="folder under --output-root (default MODEL-TARGETB-compare)")
+        parser.add_argument("--model")
+        parser.add_argument("--checkpoint", help="trained weights every strategy starts from")
+        parser.add_argument("--output-root", help="default studies")
+        parser.add_argument("--storage", help="Optuna storage for every strategy's study (default sqlite:///FOLDER/study.db)")
+        parser.add_argument("--lr", type=float)
+        parser.add_argument("--batch-size", type=int)
+        parser.add_argument("--device")
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--dataset", choices=["cifar10", "cifar100"])
+        parser.add_argument("--data-dir")
+        parser.add_argument("--val-size", type=int)
+        parser.add_argument("--max-sparsity", type=float, dest="sparsity_max")
+        parser.add_argument("--min-bits", type=int, dest="bits_min")
+        parser.add_argument("--max-bits", type=int, dest="bits_max")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        import shlex
+
+        from autocompress.search import CompareSettings, compare, load_settings
+
+        own = ("config", "action", "command", "argv", "epochs", "trials", "strategies", "name")
+        overrides = {key: value for key, value in vars(args).items() if key not in own}
+        search = load_settings(args.config, overrides)
+        strategies = tuple(part.strip() for part in args.strategies.split(",")) if args.strategies else _strategies()
+        settings = CompareSettings(search, epochs=args.epochs, trials=args.trials, strategies=strategies, name=args.name)
+        try:
+            compare(settings, command="autocompress " + shlex.join(args.argv))
+        except KeyboardInterrupt:
+            print(f"interrupted: finished strategies are kept in {settings.folder}; run the same command again to "
+                  "go on with the rest", file=sys.stderr)
+            return 130
+        return 0
+
+
+def _strategies() -> tuple[str, ...]:
+    from autocompress.search import STRATEGIES
+
+    return STRATEGIES
 
 
 class ReportCommand(Command):
@@ -381,6 +434,7 @@ COMMANDS: tuple[Command, ...] = (
     TrainCommand(),
     EvaluateCommand(),
     SearchCommand(),
+    CompareCommand(),
     ReportCommand(),
     DashboardCommand(),
     SizeCommand(),
@@ -406,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line as given, for reports
     try:
         return int(args.action(args))
     except AutocompressError as error:

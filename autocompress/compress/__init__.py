@@ -14,6 +14,7 @@ from autocompress.compress._layers import compressible_layers, kept_count, layer
 from autocompress.compress._quantizers import (
     QuantizedWeight,
     dequantize,
+    kmeans_centroids,
     magnitude_mask,
     magnitude_ranks,
     n_levels_for,
@@ -32,6 +33,7 @@ __all__ = [
     "harden_",
     "is_foldable_batchnorm",
     "kept_count",
+    "kmeans_centroids",
     "layer_weight_counts",
     "magnitude_mask",
     "magnitude_ranks",

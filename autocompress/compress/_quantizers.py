@@ -164,7 +164,7 @@ def _kmeans(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A per-layer codebook: scikit-learn k-means (linear init) on a sample, then one full assignment."""
     kept = weight[mask]
-    centroids = init.float().to(weight.device) if init is not None else _sklearn_centroids(kept, n_levels)
+    centroids = init.float().to(weight.device) if init is not None else kmeans_centroids(kept, n_levels)
     centroids, _ = torch.sort(centroids)
     assignment = _nearest_level(kept, centroids)
     means = _interval_means(kept, assignment, n_levels, fallback=centroids)
@@ -183,7 +183,8 @@ def _nearest_level(values: torch.Tensor, sorted_levels: torch.Tensor) -> torch.T
     return torch.bucketize(values, midpoints)
 
 
-def _sklearn_centroids(kept: torch.Tensor, n_levels: int) -> torch.Tensor:
+def kmeans_centroids(kept: torch.Tensor, n_levels: int) -> torch.Tensor:
+    """``n_levels`` k-means centroids of ``kept`` (1-D values): scikit-learn, linear init, on an even sample."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 

@@ -11,6 +11,7 @@ from autocompress.search._budget import (
     relative_distortion,
     sensitivity_plan,
 )
+from autocompress.search._compare import STRATEGIES, CompareSettings, MeasureSettings, compare
 from autocompress.search._run import SearchOutcome, run_search
 from autocompress.search._settings import PRUNERS, SAMPLERS, SearchSettings, load_settings
 from autocompress.search._space import SearchSpace
@@ -31,7 +32,10 @@ __all__ = [
     "PRUNERS",
     "SAMPLERS",
     "BudgetCheck",
+    "CompareSettings",
     "HeartbeatJournalStorage",
+    "MeasureSettings",
+    "STRATEGIES",
     "SearchContext",
     "SearchOutcome",
     "SearchSettings",
@@ -40,6 +44,7 @@ __all__ = [
     "best_feasible_trial",
     "best_uniform_plan",
     "check_target",
+    "compare",
     "constraint_of",
     "fit_to_budget",
     "load_settings",
