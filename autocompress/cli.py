@@ -325,7 +325,8 @@ class CompareCommand(Command):
         parser.add_argument("--strategies", help="comma-separated subset of " + ",".join(_strategies()))
         parser.add_argument("--name", help="folder under --output-root (default MODEL-TARGETB-compare)")
         parser.add_argument("--model")
-        parser.add_argument("--checkpoint", help="trained weights every strategy starts from")
+        parser.add_argument("--checkpoint", help="trained weights every strategy starts from; without it a baseline is "
+                                                 "trained first and cached, as for search (slow on a CPU)")
         parser.add_argument("--output-root", help="default studies")
         parser.add_argument("--storage", help="Optuna storage for every strategy's study (default sqlite:///FOLDER/study.db)")
         parser.add_argument("--lr", type=float)

@@ -44,6 +44,15 @@ def test_bitops_follow_strides(make_tiny_cnn) -> None:
     assert counted.macs_dense == expected
 
 
+@pytest.mark.parametrize(("spec", "published_macs_m"), [("resnet20", 40.55), ("resnet56", 125.49)])
+def test_dense_macs_match_the_published_counts(spec: str, published_macs_m: float) -> None:
+    from autocompress.models import build_model
+
+    # the pruning literature's figures for the CIFAR ResNets (e.g. HRank, CVPR 2020: ResNet-56 125.49M)
+    counted = count_bitops(build_model(spec), (3, 32, 32), weight_bits={})
+    assert counted.macs_dense / 1e6 == pytest.approx(published_macs_m, abs=0.01)
+
+
 def test_latency_measures_every_model_side_by_side(make_tiny_cnn) -> None:
     models = {"a": make_tiny_cnn(), "b": make_tiny_cnn(seed=1)}
     seconds = measure_latency(models, (3, 32, 32), batch_size=4, device=torch.device("cpu"), rounds=3)
@@ -123,6 +132,18 @@ def test_compare_runs_every_strategy_into_one_storage(tmp_path: Path, synthetic_
     compare(settings, command="again", measure=QUICK, log=again.append)
     assert sum("already done" in message for message in again) == len(STRATEGIES)
     assert len(optuna.load_study(study_name="uniform", storage=f"sqlite:///{folder / 'study.db'}").trials) == 1
+
+
+def test_compare_without_checkpoint_starts_from_the_cached_baseline(synthetic_data_dir: Path, tiny_checkpoint: Path) -> None:
+    root = tiny_checkpoint.parents[1]  # where the search cached the baseline it trained
+    search = settings_for(root, synthetic_data_dir, None, target_size="3KB")
+    settings = CompareSettings(search, epochs=0.1, strategies=("uniform",), name="cmp-no-checkpoint")
+    messages: list[str] = []
+    frame = compare(settings, command="c", measure=QUICK, log=messages.append)
+    assert any(message.startswith("baseline: cached") for message in messages)
+    assert settings.search.checkpoint == str(tiny_checkpoint)
+    assert list(frame["strategy"]) == ["baseline (fp32)", "uniform"]
+    assert frame.iloc[1]["bytes"] <= 3000
 
 
 def test_compare_cli_refuses_bad_input_before_training(tmp_path: Path, synthetic_data_dir: Path, tiny_checkpoint: Path,

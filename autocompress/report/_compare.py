@@ -30,6 +30,12 @@ TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "pruned_nonzero_after_quantization": ("zeros lost: quant", "{:.1%}"),
     "pruned_nonzero_after_qat": ("zeros lost: QAT", "{:.1%}"),
 }
+FAILURE_SENTENCES = {
+    "pruned_latent_nonzero_after_qat": "QAT without the mask moved {:.2%} of the pruned weights' full-precision values off zero",
+    "pruned_kept_by_final_mask": "packing under the plan re-prunes by magnitude; {:.2%} of the weights pruned at the start "
+                                 "are among those it keeps",
+    "kept_codes_changed_by_retraining": "retraining changed the code of {:.2%} of the kept weights",
+}
 STRATEGY_MARKERS = {"baseline (fp32)": "*", "uniform": "s", "prune-then-quantize": "v", "quantize-then-prune": "^",
                     "bo": "o", "admm": "D", "random": "x"}
 
@@ -90,11 +96,10 @@ def compare_markdown(frame: pd.DataFrame, *, title: str, target_bytes: int, comm
         for strategy, accuracies in stages.items():
             steps = ", ".join(f"{step.replace('_', ' ')} {value:.2%}" for step, value in accuracies.items())
             lines.append(f"- {strategy}: {steps}")
-        lines.append("")
-    if "kept_codes_changed_by_retraining" in frame:
-        for _, row in frame[frame["kept_codes_changed_by_retraining"].notna()].iterrows():
-            lines.append(f"- {row['strategy']}: retraining changed the code of {row['kept_codes_changed_by_retraining']:.2%} "
-                         "of the kept weights")
+    for column, sentence in FAILURE_SENTENCES.items():
+        if column in frame:
+            for _, row in frame[frame[column].notna()].iterrows():
+                lines.append(f"- {row['strategy']}: {sentence.format(row[column])}")
     lines += ["", "## Hyperparameters each strategy needs", ""]
     lines += [f"- {strategy} ({len(names)}): {', '.join(names)}" for strategy, names in notes.items()]
     return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ from autocompress.errors import AutocompressError
 from autocompress.models import build_model, load_checkpoint
 from autocompress.pack import SizeAccountant
 from autocompress.pipeline import finetune_under_plan_
-from autocompress.plan import Plan
+from autocompress.plan import LayerSetting, Plan
 from autocompress.search._budget import best_uniform_plan, check_target
 from autocompress.search._naive import NaiveOutcome, NaiveRun, prune_then_quantize_, quantize_then_prune_
 from autocompress.search._settings import SearchSettings
@@ -63,6 +63,8 @@ DESCRIPTIONS: dict[str, str] = {
     "random": "per-layer sparsity and bits by random search, in-parallel pruning-quantization",
 }
 WALL_ATTR = "compare_wall_seconds"
+FAILURE_COLUMNS = ("pruned_nonzero_after_quantization", "pruned_nonzero_after_qat", "pruned_latent_nonzero_after_qat",
+                   "pruned_kept_by_final_mask", "kept_codes_changed_by_retraining")
 
 
 @dataclass
@@ -128,31 +130,39 @@ class StrategyRun:
 def run_compare(settings: CompareSettings, *, log: Callable[[str], None] = print) -> list[StrategyRun]:
     """Run every strategy not done yet; return all of them (their files are in ``settings.folder``)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from autocompress.search._run import baseline_accuracy, baseline_cache, prepare_baseline, record_study_attrs, space_for
+
     search = settings.search
-    if search.checkpoint is None:
-        raise AutocompressError("compare needs --checkpoint (the trained model every strategy starts from); "
-                                "train one with `autocompress train` first")
     device = resolve_device(search.device)
     baseline = build_model(search.model, num_classes=100 if search.dataset == "cifar100" else 10)
-    load_checkpoint(baseline, search.checkpoint)
-    from autocompress.search._run import space_for
-
+    if search.checkpoint is not None:
+        load_checkpoint(baseline, search.checkpoint)
     space = space_for(baseline, search)
     budget = check_target(SizeAccountant(baseline, model_spec=search.model), space, search.target_bytes)  # before any training
     if budget.trivial:
         raise AutocompressError(f"target {format_size(search.target_bytes)} is at least the uncompressed size "
                                 f"{format_size(budget.uncompressed_bytes)}: there is nothing to compare")
-    settings.folder.mkdir(parents=True, exist_ok=True)
     splits = prepare_splits(search.dataset, search.data_dir, val_size=search.val_size, split_seed=search.split_seed)
+    if search.checkpoint is None:  # as the search does: train the baseline once, cached; every strategy starts from it
+        baseline = prepare_baseline(search, splits, device, log=log)
+        settings.search = search = dataclasses.replace(search, checkpoint=str(baseline_cache(search)))
+    settings.folder.mkdir(parents=True, exist_ok=True)
     log(f"compare {', '.join(settings.strategies)} on {search.model} at {format_size(search.target_bytes)}: "
         f"{settings.epochs:g} epoch(s) of fine-tuning each, on {device}; storage {settings.storage}")
     runs = []
+    accuracy: dict[str, float] | None = None
     for strategy in settings.strategies:
         done = finished_run(settings, strategy)
         if done is not None:
             log(f"{strategy}: already done ({done.wall_seconds / 60:.1f} min); skipped")
             runs.append(done)
             continue
+        if accuracy is None:  # once for all the strategies' studies
+            accuracy = baseline_accuracy(baseline.to(device), splits, device)
+            log(f"baseline: val top-1 {accuracy['val']:.2%}, test top-1 {accuracy['test']:.2%}")
+        study, _ = open_study(settings.for_strategy(strategy))
+        if "baseline_accuracy" not in study.user_attrs:
+            record_study_attrs(study, settings.for_strategy(strategy), search.model, accuracy)
         log(f"{strategy}: {DESCRIPTIONS[strategy]}")
         runs.append(run_strategy(settings, strategy, baseline, splits, device, log=log))
     return runs
@@ -222,8 +232,8 @@ def run_single_shot(settings: SearchSettings, strategy: str, baseline: nn.Module
         trial.set_user_attr("strategy", strategy)
         try:
             model = copy.deepcopy(baseline)
-            outcome = train_single_shot(model, plan, strategy, context)
-            compressed = measure_within_budget(model, plan, context, measure_test=True)
+            outcome, packing_plan = train_single_shot(model, plan, strategy, context)
+            compressed = measure_within_budget(model, packing_plan, context, measure_test=True)
         except BaseException as error:
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
             study.tell(trial, state=TrialState.FAIL)
@@ -241,20 +251,23 @@ def run_single_shot(settings: SearchSettings, strategy: str, baseline: nn.Module
     return outcome
 
 
-def train_single_shot(model: nn.Module, plan: Plan, strategy: str, context: SearchContext) -> NaiveOutcome:
+def train_single_shot(model: nn.Module, plan: Plan, strategy: str, context: SearchContext) -> tuple[NaiveOutcome, Plan]:
+    """Train ``model`` the strategy's way (in place); return its measurements and the plan to pack it with."""
     settings = context.settings
     if strategy == "uniform":
         finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.final_epochs,
                              lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
                              on_step=context.interrupt.check)
-        return NaiveOutcome()
+        return NaiveOutcome(), plan
     run = NaiveRun(context.splits, context.device, settings.final_epochs, lr=settings.lr,
                    batch_size=settings.batch_size, seed=settings.seed, on_step=context.interrupt.check)
     naive = prune_then_quantize_ if strategy == "prune-then-quantize" else quantize_then_prune_
     outcome = naive(model, plan, run)
-    # packing re-prunes and re-quantizes under the plan; the batch norms are re-estimated for those weights
-    finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=0, seed=settings.seed)
-    return outcome
+    # packed at the plan's sparsity and bits; a k-means codebook keeps the naive model's own levels where it can
+    packing_plan = Plan({name: LayerSetting(setting.sparsity, setting.bits, "kmeans") for name, setting in plan.layers.items()},
+                        model=plan.model)
+    finetune_under_plan_(model, packing_plan, context.splits.train, device=context.device, epochs=0, seed=settings.seed)
+    return outcome, packing_plan
 
 
 @dataclass(frozen=True)
@@ -348,13 +361,13 @@ def failure_columns(run: StrategyRun, packed_model: nn.Module, plan: Plan) -> di
     measured on the packed weights: among the weights each layer's plan prunes (its smallest
     magnitudes), the share that is non-zero.
     """
+    columns = dict.fromkeys(FAILURE_COLUMNS)
     if run.failure:
-        return {"pruned_nonzero_after_quantization": run.failure.get("pruned_nonzero_after_quantization"),
-                "pruned_nonzero_after_qat": run.failure.get("pruned_nonzero_after_qat"),
-                "kept_codes_changed_by_retraining": run.failure.get("kept_codes_changed_by_retraining")}
+        columns.update({key: run.failure.get(key) for key in FAILURE_COLUMNS})
+        return columns
     share = _pruned_nonzero_in(packed_model, plan)
-    return {"pruned_nonzero_after_quantization": share, "pruned_nonzero_after_qat": share,
-            "kept_codes_changed_by_retraining": None}
+    columns.update(pruned_nonzero_after_quantization=share, pruned_nonzero_after_qat=share)
+    return columns
 
 
 def _pruned_nonzero_in(model: nn.Module, plan: Plan) -> float:

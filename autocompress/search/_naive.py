@@ -15,9 +15,12 @@ other, the way a first attempt would, and measures what goes wrong on the way.
   (no full-precision copy: after every step each weight is rounded back to
   its layer's codebook).
 
-Both end with full-precision ``nn.Module`` weights; the caller hardens them
-under the plan (which re-prunes by magnitude and re-quantizes) so that the
-packed file fits the same target as every other strategy.
+Both end with the weights the naive model computes with (on its codebook).
+The caller packs them under the plan's sparsity and bits with a k-means
+codebook (which keeps up to ``2**bits - 1`` distinct values exactly), so the
+packed file fits the same target as every other strategy and loses as little
+as possible of what the pipeline produced; only the re-pruning to the plan's
+sparsity is forced on it.
 """
 
 from __future__ import annotations
@@ -120,11 +123,11 @@ def prune_then_quantize_(model: nn.Module, plan: Plan, run: NaiveRun) -> NaiveOu
         _train_phase(model, run, phase=1)
         recalibrate_bn(model, run.splits.train, device=run.device, seed=run.seed)
         outcome.stage_val_accuracy["after_qat"] = _val(model, run)
+        latent = {name: layers[name].parametrizations["weight"].original.detach().clone() for name in plan.layers}
     finally:
-        _detach_(layers)
-    after_qat = {name: nearest_level(layers[name].weight.detach(), codebooks[name]) for name in plan.layers}
+        _detach_(layers, keep_quantized=True)  # the model computes with the quantized weights: they are its result
+    after_qat = {name: layers[name].weight.detach() for name in plan.layers}
     outcome.measurements["pruned_nonzero_after_qat"] = _nonzero_share(after_qat, pruned)
-    latent = {name: layers[name].weight.detach() for name in plan.layers}
     outcome.measurements["pruned_latent_nonzero_after_qat"] = _nonzero_share(latent, pruned)
     # what the plan's own magnitude mask keeps now, among the weights the pruning step removed
     final_kept = magnitude_masks(model, plan)
@@ -200,10 +203,11 @@ def _attach_(layers: dict[str, nn.Module], codebooks: dict[str, torch.Tensor]) -
         parametrize.register_parametrization(layers[name], "weight", _NearestLevel(levels.to(layers[name].weight.device)))
 
 
-def _detach_(layers: dict[str, nn.Module]) -> None:
+def _detach_(layers: dict[str, nn.Module], *, keep_quantized: bool) -> None:
+    """Remove the codebook parametrizations, leaving the quantized weights or the full-precision ones."""
     for name in layers:
         if parametrize.is_parametrized(layers[name], "weight"):
-            parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=False)
+            parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=keep_quantized)
 
 
 def _nonzero_share(values: dict[str, torch.Tensor], where: dict[str, torch.Tensor]) -> float:

@@ -124,7 +124,7 @@ def space_for(model: nn.Module, settings: SearchSettings) -> SearchSpace:
 def prepare_baseline(settings: SearchSettings, splits: DataSplits, device: torch.device, *, log=print) -> nn.Module:  # noqa: ANN001
     """Train (or load the cached) baseline for a model given without weights; say how long it takes."""
     model = build_model(settings.model, num_classes=splits.num_classes)
-    cache = Path(settings.output_root) / "baselines" / f"{settings.model.replace(':', '_')}-{settings.dataset}-s{settings.seed}.pt"
+    cache = baseline_cache(settings)
     if cache.exists():
         load_checkpoint(model, cache)
         log(f"baseline: cached {cache}")
@@ -140,6 +140,11 @@ def prepare_baseline(settings: SearchSettings, splits: DataSplits, device: torch
           seed=settings.seed, val_set=splits.val, checkpoint_path=cache.with_name(cache.name + ".state"))
     save_checkpoint(cache, model, model_spec=settings.model, dataset=settings.dataset, seed=settings.seed)
     return model
+
+
+def baseline_cache(settings: SearchSettings) -> Path:
+    """Where the baseline trained for a search without --checkpoint is kept (by model, dataset and seed)."""
+    return Path(settings.output_root) / "baselines" / f"{settings.model.replace(':', '_')}-{settings.dataset}-s{settings.seed}.pt"
 
 
 def seconds_per_step(model: nn.Module, splits: DataSplits, device: torch.device, batch_size: int) -> float:
@@ -175,13 +180,21 @@ def describe_study(study, context: SearchContext, *, log=print) -> None:  # noqa
         )
     log(f"watch it live: optuna-dashboard {dashboard_argument(redact(settings.resolved_storage))}")
     if "baseline_accuracy" not in study.user_attrs:
-        study.set_user_attr("target_bytes", settings.target_bytes)
-        study.set_user_attr("model", context.model_spec)
-        study.set_user_attr("settings", settings.to_dict())
-        accuracy = {"val": evaluate(context.baseline, context.splits.val, device=context.device),
-                    "test": evaluate(context.baseline, context.splits.test, device=context.device)}
-        study.set_user_attr("baseline_accuracy", accuracy)
+        accuracy = baseline_accuracy(context.baseline, context.splits, context.device)
+        record_study_attrs(study, settings, context.model_spec, accuracy)
         log(f"baseline: val top-1 {accuracy['val']:.2%}, test top-1 {accuracy['test']:.2%}")
+
+
+def baseline_accuracy(model: nn.Module, splits: DataSplits, device: torch.device) -> dict[str, float]:
+    return {"val": evaluate(model, splits.val, device=device), "test": evaluate(model, splits.test, device=device)}
+
+
+def record_study_attrs(study, settings: SearchSettings, model_spec: str, accuracy: dict[str, float]) -> None:  # noqa: ANN001
+    """The study's own facts: target, model, settings and the baseline's accuracy (written once)."""
+    study.set_user_attr("target_bytes", settings.target_bytes)
+    study.set_user_attr("model", model_spec)
+    study.set_user_attr("settings", settings.to_dict())
+    study.set_user_attr("baseline_accuracy", accuracy)
 
 
 def finalize(study, context: SearchContext, *, log=print) -> SearchOutcome:  # noqa: ANN001
