@@ -29,6 +29,7 @@ TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "mean_bits": ("mean bits", "{:.2f}"),
     "pruned_nonzero_after_quantization": ("zeros lost: quant", "{:.1%}"),
     "pruned_nonzero_after_qat": ("zeros lost: QAT", "{:.1%}"),
+    "kept_codes_changed_by_retraining": ("codes moved: retrain", "{:.2%}"),
 }
 FAILURE_SENTENCES = {
     "pruned_latent_nonzero_after_qat": "QAT without the mask moved {:.2%} of the pruned weights' full-precision values off zero",

@@ -36,6 +36,7 @@ from autocompress.plan import LayerSetting, Plan
 from autocompress.search._budget import best_uniform_plan, check_target
 from autocompress.search._naive import NaiveOutcome, NaiveRun, prune_then_quantize_, quantize_then_prune_
 from autocompress.search._settings import SearchSettings
+from autocompress.search._storage import dashboard_argument, redact
 from autocompress.search._study import SearchContext, measure_within_budget, open_study, record_result
 from autocompress.units import format_size
 
@@ -397,6 +398,6 @@ def compare(settings: CompareSettings, *, command: str, measure: MeasureSettings
         notes={run.strategy: HYPERPARAMETERS[run.strategy] for run in runs},
         stages={run.strategy: run.stages for run in runs if run.stages})
     log(format_table(frame))
-    log(f"wrote {', '.join(str(path) for path in paths.values())}; every strategy's study is in {settings.storage} "
-        f"(autocompress dashboard --study STRATEGY --output-root {settings.folder})")
+    log(f"wrote {', '.join(str(path) for path in paths.values())}; every strategy is a study in {redact(settings.storage)}: "
+        f"optuna-dashboard {dashboard_argument(redact(settings.storage))}")
     return frame
