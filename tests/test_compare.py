@@ -146,6 +146,19 @@ def test_compare_without_checkpoint_starts_from_the_cached_baseline(synthetic_da
     assert frame.iloc[1]["bytes"] <= 3000
 
 
+def test_compare_cli_writes_the_table_with_its_command(tmp_path: Path, synthetic_data_dir: Path, tiny_checkpoint: Path,
+                                                       capsys) -> None:
+    argv = ["compare", "--target-size", "3KB", "--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint),
+            "--data-dir", str(synthetic_data_dir), "--output-root", str(tmp_path), "--device", "cpu", "--val-size", "200",
+            "--batch-size", "64", "--epochs", "0.1", "--strategies", "uniform,quantize-then-prune", "--name", "cli"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "quantize-then-prune" in printed and "codes moved: retrain" in printed
+    markdown = (tmp_path / "cli" / "compare.md").read_text()
+    assert "autocompress compare --target-size 3KB --model tinynet:tiny" in markdown
+    assert "optuna-dashboard sqlite:///" in printed
+
+
 def test_compare_cli_refuses_bad_input_before_training(tmp_path: Path, synthetic_data_dir: Path, tiny_checkpoint: Path,
                                                        capsys) -> None:
     common = ["--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint), "--data-dir", str(synthetic_data_dir),
