@@ -121,6 +121,8 @@ def test_compare_runs_every_strategy_into_one_storage(tmp_path: Path, synthetic_
     assert naive.loc["bo", "hyperparameters"] > naive.loc["uniform", "hyperparameters"]
     studies = {summary.study_name for summary in optuna.get_all_study_summaries(f"sqlite:///{folder / 'study.db'}")}
     assert studies == set(STRATEGIES)
+    bo_trials = optuna.load_study(study_name="bo", storage=f"sqlite:///{folder / 'study.db'}").trials
+    assert "uniform-warmstart" in {trial.user_attrs.get("strategy") for trial in bo_trials}  # the product's BO, warm starts included
     written = pd.read_csv(folder / "compare.csv")
     assert list(written["strategy"]) == list(frame["strategy"])
     markdown = (folder / "compare.md").read_text()

@@ -41,6 +41,7 @@ from autocompress.search._study import SearchContext, measure_within_budget, ope
 from autocompress.units import format_size
 
 STRATEGIES: tuple[str, ...] = ("uniform", "prune-then-quantize", "quantize-then-prune", "bo", "admm", "random")
+SINGLE_SHOT: tuple[str, ...] = ("uniform", "prune-then-quantize", "quantize-then-prune")  # one trial on the uniform plan
 
 # What a user of each strategy must choose besides the model: the count in the table is the length of these lists.
 HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
@@ -158,12 +159,13 @@ def run_compare(settings: CompareSettings, *, log: Callable[[str], None] = print
             log(f"{strategy}: already done ({done.wall_seconds / 60:.1f} min); skipped")
             runs.append(done)
             continue
-        if accuracy is None:  # once for all the strategies' studies
-            accuracy = baseline_accuracy(baseline.to(device), splits, device)
-            log(f"baseline: val top-1 {accuracy['val']:.2%}, test top-1 {accuracy['test']:.2%}")
-        study, _ = open_study(settings.for_strategy(strategy))
-        if "baseline_accuracy" not in study.user_attrs:
-            record_study_attrs(study, settings.for_strategy(strategy), search.model, accuracy)
+        if strategy in SINGLE_SHOT:  # the searches create their own studies: the creator queues the warm starts
+            if accuracy is None:  # once for all the single-shot strategies' studies
+                accuracy = baseline_accuracy(baseline.to(device), splits, device)
+                log(f"baseline: val top-1 {accuracy['val']:.2%}, test top-1 {accuracy['test']:.2%}")
+            study, _ = open_study(settings.for_strategy(strategy))
+            if "baseline_accuracy" not in study.user_attrs:
+                record_study_attrs(study, settings.for_strategy(strategy), search.model, accuracy)
         log(f"{strategy}: {DESCRIPTIONS[strategy]}")
         runs.append(run_strategy(settings, strategy, baseline, splits, device, log=log))
     return runs
@@ -177,7 +179,7 @@ def run_strategy(settings: CompareSettings, strategy: str, baseline: nn.Module, 
     started = time.perf_counter()
     failure: dict[str, float] = {}
     stages: dict[str, float] = {}
-    if strategy in ("bo", "random", "admm"):
+    if strategy not in SINGLE_SHOT:
         run_search(strategy_settings, log=lambda message: log(f"  {message}"))
     else:
         outcome = run_single_shot(strategy_settings, strategy, baseline, splits, device, log=log)
