@@ -15,7 +15,7 @@ from torch import nn
 
 from autocompress.compress import QuantizedWeight, attach_fake_quant_, detach_fake_quant_, harden_, recalibrate_bn_
 from autocompress.data import DataSplits, DeviceLoader, TensorSet
-from autocompress.engine import EpochCallback, StepCallback, TrainResult, evaluate, train
+from autocompress.engine import Distillation, EpochCallback, StepCallback, TrainResult, evaluate, train
 from autocompress.pack import SizeReport, size_of_quantized, write_packed
 from autocompress.plan import Plan
 
@@ -56,13 +56,15 @@ def finetune_under_plan_(
     on_epoch_end: EpochCallback | None = None,
     on_step: StepCallback | None = None,
     masks: dict[str, torch.Tensor] | None = None,
+    distillation: Distillation | None = None,
 ) -> TrainResult | None:
     """In-parallel pruning-quantization fine-tuning, then BN recalibration, in place.
 
     The model leaves with its full-precision weights (fake quantization
     detached): hardening them under ``plan`` gives the compressed model.
     ``masks`` fixes the sparsity pattern of those layers (see ``attach_fake_quant_``);
-    without it each step re-selects the largest weights.
+    without it each step re-selects the largest weights. ``distillation`` makes the
+    fine-tuning learn from a teacher's soft outputs as well as the labels.
     """
     attach_fake_quant_(model, plan, masks)
     try:
@@ -80,6 +82,7 @@ def finetune_under_plan_(
                 progress=progress,
                 on_epoch_end=on_epoch_end,
                 on_step=on_step,
+                distillation=distillation,
             )
         recalibrate_bn(model, train_set, device=device, seed=seed)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from autocompress.data import DeviceLoader, TensorSet
 from autocompress.engine._device import autocast_for, mode, prepare_model, uses_fast_path
+from autocompress.engine._distill import Distillation
 from autocompress.engine._evaluate import evaluate
 from autocompress.errors import AutocompressError, CheckpointError, TrainingDivergedError
 from autocompress.models import atomic_torch_save
@@ -85,6 +87,7 @@ def train(
     checkpoint_path: str | Path | None = None,
     on_epoch_end: EpochCallback | None = None,
     on_step: StepCallback | None = None,
+    distillation: Distillation | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD and a per-step cosine schedule from ``lr`` to 0.
 
@@ -97,12 +100,15 @@ def train(
     itself, as :func:`evaluate` does). Exceptions from callbacks propagate (e.g. to prune a trial). When
     ``checkpoint_path`` already holds the state of the same run, training resumes after its
     last finished epoch. Parametrized weights (``torch.nn.utils.parametrize``) train through
-    their ``original`` parameters like any other parameter.
+    their ``original`` parameters like any other parameter. With ``distillation`` the loss is
+    its mix of cross-entropy and the teacher's soft outputs (the teacher is moved to ``device``).
     """
     device = torch.device(device)
     _check_settings(epochs, lr, momentum, batch_size, len(train_set))
     torch.manual_seed(seed)
     prepare_model(model, device)
+    if distillation is not None:
+        prepare_model(distillation.teacher, device)
     loader = DeviceLoader(
         train_set,
         batch_size=batch_size,
@@ -134,7 +140,8 @@ def train(
             bar.set_description(f"epoch {epoch + 1}/{schedule.num_epochs}")
             batches = islice(loader.iter_epoch(epoch), schedule.steps_in_epoch(epoch))
             loss = _train_epoch(
-                model, batches, optimizer, scheduler, device, bar, epoch * schedule.steps_per_epoch, on_step
+                model, batches, optimizer, scheduler, device, bar, epoch * schedule.steps_per_epoch, on_step,
+                distillation,
             )
             val_accuracy = evaluate(model, val_set, device=device) if val_set is not None else None
             state = _Progress(epoch + 1, loss, val_accuracy)
@@ -178,18 +185,24 @@ def _train_epoch(
     bar: tqdm[Any],
     first_step: int,
     on_step: StepCallback | None = None,
+    distillation: Distillation | None = None,
 ) -> float:
     """One (possibly partial) epoch; returns its mean loss. Syncs with the device only every
     ``_CHECK_EVERY_STEPS`` steps, where it checks the losses are finite."""
+    teacher = distillation.teacher if distillation is not None else None
     loss_total, seen_steps = 0.0, 0
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen_images = 0
     pending: list[Tensor] = []
-    with mode(model, training=True):
+    with mode(model, training=True), _eval_mode(teacher):
         for step_in_epoch, (images, labels) in enumerate(batches, start=1):
             with autocast_for(device):
                 logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels)
+                teacher_logits = distillation.teacher_logits(images) if distillation is not None else None
+            if distillation is None or teacher_logits is None:
+                loss = F.cross_entropy(logits.float(), labels)
+            else:
+                loss = distillation.loss(logits, teacher_logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -209,6 +222,10 @@ def _train_epoch(
             seen_steps += len(pending)
             _show(bar, len(pending), loss_total / seen_steps, correct, seen_images)
     return loss_total / max(seen_steps, 1)
+
+
+def _eval_mode(model: nn.Module | None) -> contextlib.AbstractContextManager[object]:
+    return mode(model, training=False) if model is not None else contextlib.nullcontext()
 
 
 def _checked_sum(losses: list[Tensor], first_step: int) -> float:

@@ -122,7 +122,8 @@ def admm_trial(study: optuna.Study, context: SearchContext, schedule: AdmmSchedu
             log(f"  hard plan: {plan_line(plan)}; fine-tuning it with the sparsity pattern fixed")
             finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=context.settings.final_epochs,
                                  lr=context.settings.lr, batch_size=context.settings.batch_size, seed=context.settings.seed,
-                                 on_step=context.interrupt.check, masks=masks)
+                                 on_step=context.interrupt.check, masks=masks,
+                                 distillation=context.settings.final_distillation(context.baseline))
             compressed = harden_and_measure(model, plan, model_spec=context.model_spec, num_classes=context.splits.num_classes,
                                             device=context.device, splits=context.splits, measure_test=True)
     except TrainingDivergedError as error:

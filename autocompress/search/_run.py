@@ -206,11 +206,12 @@ def finalize(study, context: SearchContext, *, log=print) -> SearchOutcome:  # n
     outcome = SearchOutcome(folder, settings.resolved_study_name, settings.resolved_storage, None, None)
     if best is not None:
         plan = plan_from_attrs(best, context.model_spec)
-        log(f"final fine-tune of trial {best.number} ({settings.final_epochs:g} epochs)")
+        teacher = f", distilled from the baseline at T={settings.distill_temperature:g}" if settings.distill else ""
+        log(f"final fine-tune of trial {best.number} ({settings.final_epochs:g} epochs{teacher})")
         model = copy.deepcopy(context.baseline)
         finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.final_epochs,
                              lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
-                             on_step=context.interrupt.check)
+                             on_step=context.interrupt.check, distillation=settings.final_distillation(context.baseline))
         compressed = measure_within_budget(model, plan, context, measure_test=True)
         final_plan = write_best(folder, compressed, context, study, trial_number=best.number,
                                 extra={"search_val_accuracy": round(float(best.value), 4)})

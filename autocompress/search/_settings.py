@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
+from autocompress.engine import Distillation
 from autocompress.errors import AutocompressError
 from autocompress.search._admm import AdmmSchedule
 from autocompress.units import parse_size
@@ -39,6 +41,9 @@ class SearchSettings:
     output_root: str = "studies"
     epochs_per_trial: float = 0.5
     final_epochs: float = 3.0
+    distill: bool = False  # the final fine-tune also learns from the uncompressed baseline's soft outputs
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.9  # share of the soft (teacher) term in the loss; the rest is cross-entropy
     lr: float = 0.01  # fine-tuning learning rate (cosine to 0)
     batch_size: int = 128
     device: str = "auto"
@@ -77,6 +82,7 @@ class SearchSettings:
         if self.targets is not None and (not self.targets or any(target <= 0 for target in self.targets)):
             raise AutocompressError(f"targets must be a non-empty list of positive sizes, got {self.targets!r}")
         self.admm_schedule()  # refuses a bad ADMM schedule now, before any work
+        Distillation(nn.Identity(), temperature=self.distill_temperature, weight=self.distill_weight)  # refuses bad values now
         if self.targets is not None and self.mode != "admm":
             raise AutocompressError("--targets (a sweep of targets) needs --mode admm; a BO study has one target")
         if self.trials < 1 or self.epochs_per_trial < 0 or self.final_epochs < 0:
@@ -86,6 +92,12 @@ class SearchSettings:
                                     f"n_jobs={self.n_jobs}, heartbeat_seconds={self.heartbeat_seconds}, max_retries={self.max_retries}")
         if self.mode == "admm" and (self.n_jobs > 1 or self.worker):
             raise AutocompressError("--n-jobs and --worker apply to --mode bo; an ADMM run is one process per target")
+
+    def final_distillation(self, baseline: nn.Module) -> Distillation | None:
+        """The final fine-tune's distillation from ``baseline`` (``None`` unless ``distill``)."""
+        if not self.distill:
+            return None
+        return Distillation(baseline, temperature=self.distill_temperature, weight=self.distill_weight)
 
     def admm_schedule(self) -> AdmmSchedule:
         """The ADMM mode's training schedule from these settings."""
