@@ -84,3 +84,17 @@ def test_search_with_distill_records_it_and_fine_tunes(tiny_checkpoint: Path, sy
     saved = yaml.safe_load((tmp_path / settings.resolved_study_name / "best.yaml").read_text())
     assert saved["result"]["settings"]["distill"] is True
     assert outcome.packed_path is not None and outcome.packed_path.stat().st_size <= settings.target_bytes
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--distill", "--distill-temperature", "0"], "the distillation temperature must be positive, got 0.0"),
+    (["--distill-weight", "1.5"], "the distillation weight must be in [0, 1], got 1.5"),
+])
+def test_cli_distill_flags_reach_the_settings_and_bad_values_are_refused_before_any_work(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from autocompress.cli import main
+
+    code = main(["search", "--target-size", "50KB", "--model", "resnet20", "--output-root", str(tmp_path), *flags])
+    assert code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert list(tmp_path.iterdir()) == []  # nothing written
