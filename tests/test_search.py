@@ -275,3 +275,21 @@ def test_the_projection_warm_start_fits_and_distorts_less_than_uniform(resnet20)
     assert plan_distortion(sizes, projected) <= plan_distortion(sizes, uniform)  # (random weights: often equal; the real ResNet-20 case is in test_admm)
     relative = space.around(projected)
     assert relative.represents(projected) and not relative.represents(Plan.uniform(space.layers, sparsity=0.0, bits=6))
+
+
+def test_a_projection_that_prunes_layers_to_the_maximum_stays_inside_the_space(resnet20) -> None:
+    # kept_count rounds, so (numel - kept) / numel at the fewest weights allowed can exceed sparsity_max by
+    # less than one weight; such a plan was not representable and its warm start was silently dropped
+    # (ResNet-56 at 100 KB). Near the smallest plan, the projection prunes many layers to the maximum.
+    from autocompress.search._study import projection_plan
+
+    space = SearchSpace(layers=tuple(compressible_layers(resnet20)), bits_max=6, sparsity_max=0.95)
+    sizes = SizeAccountant(resnet20, model_spec="resnet20")
+    target = int(sizes.total(Plan.uniform(space.layers, sparsity=0.95, bits=2)) * 1.3)
+    uniform = best_uniform_plan(sizes, space, target)
+    context = type("Context", (), {"sizes": sizes, "space": space, "target_bytes": target})()
+    projected = projection_plan(context, uniform)
+    assert projected is not None and sizes.total(projected) <= target
+    at_maximum = [name for name, setting in projected.layers.items() if setting.sparsity == space.sparsity_max]
+    assert at_maximum  # at exactly the bound, not a hair above it
+    assert space.represents(projected)

@@ -73,6 +73,7 @@ class _Layers:
         self.squares = {name: torch.sort(self.values[name].reshape(-1).double().pow(2)).values.cpu().numpy() for name in self.names}
         self.least = {name: kept_count(self.numel[name], space.sparsity_max) for name in self.names}
         self.most = {name: kept_count(self.numel[name], space.sparsity_min) for name in self.names}
+        self.sparsity_bounds = (space.sparsity_min, space.sparsity_max)
 
     def kept_at(self, name: str, threshold: float, bits: int) -> int:
         """Weights of ``name`` with v**2 / bits >= threshold, within the layer's bounds."""
@@ -80,9 +81,21 @@ class _Layers:
         count = len(squares) - int(np.searchsorted(squares, threshold * bits, side="left"))
         return min(max(count, self.least[name]), self.most[name])
 
+    def sparsity_of(self, name: str, count: int) -> float:
+        """A sparsity that keeps exactly ``count`` weights of ``name`` and lies within the space's bounds.
+
+        ``(numel - count) / numel`` can overshoot a bound by less than one weight (``kept_count``
+        rounds): at the fewest or most allowed weights, the bound itself keeps the same count, and
+        a plan outside the bounds would be one the search space cannot propose (not queued as a warm start)."""
+        if count == self.least[name]:
+            return self.sparsity_bounds[1]
+        if count == self.most[name]:
+            return self.sparsity_bounds[0]
+        return sparsity_for_kept(self.numel[name], count)
+
     def plan(self, counts: dict[str, int], bits: dict[str, int], quantizer: str, model: str | None) -> Plan:
         return Plan(
-            layers={name: LayerSetting(sparsity_for_kept(self.numel[name], counts[name]), bits[name], quantizer) for name in self.names},
+            layers={name: LayerSetting(self.sparsity_of(name, counts[name]), bits[name], quantizer) for name in self.names},
             model=model,
         )
 
