@@ -284,7 +284,7 @@ class SearchCommand(Command):
         parser.add_argument("--lr", type=float, help="fine-tuning learning rate (cosine to 0)")
         parser.add_argument("--distill", action="store_const", const=True,
                             help="the final fine-tune also learns from the uncompressed model's soft outputs "
-                                 "(knowledge distillation; about a third more time per step)")
+                                 "(knowledge distillation; about 15 % more time per step)")
         parser.add_argument("--distill-temperature", type=float, help="softmax temperature of --distill (default 4)")
         parser.add_argument("--distill-weight", type=float, help="share of the teacher term in the loss (default 0.9)")
         parser.add_argument("--batch-size", type=int)
