@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from autocompress.errors import PlanError
+from autocompress.files import write_text
 
 PLAN_FORMAT = "autocompress/plan"
 PLAN_VERSION = 1
@@ -118,11 +119,7 @@ class Plan:
 
     def save(self, path: str | Path) -> None:
         """Write the YAML form atomically (a crash never leaves half a file)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(self.to_yaml())
-        temporary.replace(target)
+        write_text(path, self.to_yaml())
 
     @classmethod
     def from_dict(cls, document: Any, *, source: str = "plan") -> Plan:

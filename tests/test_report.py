@@ -21,7 +21,7 @@ from autocompress.report import (
     trials_frame,
     write_study_report,
 )
-from autocompress.report._atomic import atomic_path
+from autocompress.files import atomic_path
 
 TARGET = 50_000
 FP32_BYTES = 1_090_000

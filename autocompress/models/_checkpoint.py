@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from autocompress.errors import CheckpointError
+from autocompress.files import atomic_path
 
 _STATE_DICT_KEYS = ("state_dict", "model")
 _SHOWN_KEYS = 5
@@ -50,18 +49,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> None:
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it over ``path``,
-    so an interrupted save never leaves a truncated file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to ``path`` atomically (``autocompress.files``): an interrupted save never
+    leaves a truncated file behind."""
+    with atomic_path(path, mode=0o600) as temporary:
+        torch.save(obj, temporary)
 
 
 def _split_payload(payload: object, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:

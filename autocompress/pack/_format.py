@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import struct
 import io
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import nn
 
 from autocompress.compress import QuantizedWeight, dequantize, folded_running_var, harden_, is_foldable_batchnorm
 from autocompress.errors import AutocompressError, PackFormatError
+from autocompress.files import check_output_path, write_bytes
 from autocompress.pack._bits import bit_width, pack_bits, packed_length, unpack_bits
 from autocompress.pack._cost import CODES_FIELDS, ENCODINGS, GAP_COUNT, zero_runs
 from autocompress.pack._layout import (
@@ -73,6 +73,7 @@ def export_packed(
     model: nn.Module, plan: Plan, path: str | Path, *, model_spec: str, num_classes: int
 ) -> tuple[nn.Module, SizeReport]:
     """Harden a copy of ``model`` under ``plan`` and write it; return the hardened copy and its sizes."""
+    check_output_path(path)  # before the work: a directory is no place for the file
     hardened = copy.deepcopy(model)
     quantized = harden_(hardened, plan)
     report = write_packed(path, hardened, quantized, model_spec=model_spec, num_classes=num_classes)
@@ -107,7 +108,7 @@ def write_packed(
     content += CHECKSUM.pack(zlib.crc32(content))
     if len(content) != report.total:
         raise AssertionError(f"size accounting is off: wrote {len(content)} bytes, estimated {report.total}")
-    _write_atomically(Path(path), content)
+    write_bytes(path, content)
     return report
 
 
@@ -307,10 +308,3 @@ def _read_codes_payload(
     codes = np.zeros(numel, dtype=np.int64)
     codes[positions] = values
     return codes
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)

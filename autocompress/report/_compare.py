@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autocompress.report._atomic import atomic_path
+from autocompress.files import atomic_path
 from autocompress.units import format_size
 
 # column -> (heading, format); the order is the table's

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from autocompress.report._atomic import atomic_path
+from autocompress.files import atomic_path
 from autocompress.report._frame import best_feasible, pareto_frame
 from autocompress.units import format_size
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autocompress.report._atomic import atomic_path
+from autocompress.files import atomic_path
 from autocompress.report._frame import pareto_frame, trials_frame
 from autocompress.report._plots import plot_pareto_html, plot_pareto_png
 

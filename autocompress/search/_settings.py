@@ -12,6 +12,7 @@ from torch import nn
 
 from autocompress.engine import Distillation
 from autocompress.errors import AutocompressError
+from autocompress.files import write_text
 from autocompress.search._admm import AdmmSchedule
 from autocompress.units import parse_size
 
@@ -131,10 +132,7 @@ class SearchSettings:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        temporary.replace(path)
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 _FIELDS = {item.name for item in dataclasses.fields(SearchSettings)}
