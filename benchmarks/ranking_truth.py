@@ -10,7 +10,9 @@ sensitivity coefficients: points of the new search space), then gives every plan
   for every plan). The test split only reports here: nothing is chosen by it.
 
 Results are cached per plan in ``<out>/truth.json`` (resumable: finished plans are skipped), so the
-cheap scores can be re-measured against them as often as needed (``score_ranking.py``).
+cheap scores can be re-measured against them as often as needed (``score_ranking.py``). The
+quarter-epoch models' full-precision weights are kept in ``--models-dir`` (not in the repository),
+so scores taken after that short fine-tune can be measured later too.
 
     python benchmarks/ranking_truth.py --model resnet20 --target 50KB --out benchmarks/results/ranking-resnet20-50KB
 """
@@ -82,12 +84,17 @@ def weighted_projection(baseline, model, space, target, coefficients, seed_plan)
     return project_to_budget(SizeAccountant(scaled, model_spec=model), space, target, seed=seed_plan).plan
 
 
-def fine_tuned(baseline, plan: Plan, model: str, splits, device, epochs: float, seed: int, measure_test: bool):
+def fine_tuned(baseline, plan: Plan, model: str, splits, device, epochs: float, seed: int, measure_test: bool,
+               keep: Path | None = None):
     import copy
+
+    from autocompress.models import save_checkpoint
 
     student = copy.deepcopy(baseline)
     finetune_under_plan_(student, plan, splits.train, device=device, epochs=epochs, lr=0.01, batch_size=128, seed=seed,
                          progress=False)
+    if keep is not None:
+        save_checkpoint(keep, student, model_spec=model, epochs=epochs)
     return harden_and_measure(student, plan, model_spec=model, num_classes=10, device=device, splits=splits,
                               measure_test=measure_test)
 
@@ -103,6 +110,7 @@ def main() -> int:
     parser.add_argument("--coefficients", type=int, default=6, help="projections with random per-layer coefficients")
     parser.add_argument("--epochs", type=float, default=1.0, help="the reference fine-tune")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models-dir", type=Path, help="keep each quarter-epoch model here (default <out>/models)")
     args = parser.parse_args()
     from autocompress.units import parse_size
 
@@ -121,14 +129,17 @@ def main() -> int:
             plan.target_bytes = target
             plan.save(plan_dir / f"{name}.yaml")
     plans = {path.stem: Plan.load(path) for path in sorted(plan_dir.glob("*.yaml"))}
+    models_dir = args.models_dir or args.out / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
     truth_path = args.out / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
     print(f"{len(plans)} plans for {args.model} at {target:,} B; {sum(name in truth for name in plans)} already measured", flush=True)
     for name, plan in plans.items():
         record = truth.get(name, {})
-        if "quarter_val" not in record:
+        if "quarter_val" not in record or not (models_dir / f"{name}.pt").is_file():
             started = time.perf_counter()
-            quarter = fine_tuned(baseline, plan, args.model, splits, device, 0.25, args.seed, measure_test=False)
+            quarter = fine_tuned(baseline, plan, args.model, splits, device, 0.25, args.seed, measure_test=False,
+                                 keep=models_dir / f"{name}.pt")
             record.update(quarter_val=quarter.val_accuracy, quarter_seconds=time.perf_counter() - started)
         if "epoch_test" not in record:
             started = time.perf_counter()
