@@ -17,10 +17,11 @@ import yaml
 
 from autocompress.errors import PlanError
 from autocompress.files import write_text
+from autocompress.quantizers import quantizer_names
 
 PLAN_FORMAT = "autocompress/plan"
 PLAN_VERSION = 1
-QUANTIZERS: tuple[str, ...] = ("clipq", "uniform", "kmeans")
+QUANTIZERS: tuple[str, ...] = quantizer_names()  # the built-in quantizers (clipq, uniform, kmeans), by file id
 MIN_BITS, MAX_BITS = 1, 8
 _LAYER_FIELDS = {"sparsity", "bits", "quantizer"}
 _REQUIRED_LAYER_FIELDS = ("sparsity", "bits")
@@ -60,8 +61,9 @@ def setting_problem(sparsity: Any, bits: Any, quantizer: Any) -> str | None:
         return f"sparsity must be in [0, 1), got {sparsity!r}"
     if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
         return f"bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}"
-    if quantizer not in QUANTIZERS:
-        return f"quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}"
+    known = quantizer_names()  # the registry now, so a quantizer registered later is accepted too
+    if quantizer not in known:
+        return f"quantizer must be one of {', '.join(known)}, got {quantizer!r}"
     return None
 
 

@@ -16,6 +16,7 @@ from torch.nn.utils import parametrize
 from autocompress.compress._layers import compressible_layers
 from autocompress.compress._quantizers import dequantize, quantize
 from autocompress.plan import LayerSetting, Plan
+from autocompress.quantizers import get_quantizer
 
 
 class FakeQuantize(nn.Module):
@@ -24,7 +25,7 @@ class FakeQuantize(nn.Module):
     def __init__(self, setting: LayerSetting, mask: torch.Tensor | None = None) -> None:
         super().__init__()
         self.setting = setting
-        self.kmeans_levels: torch.Tensor | None = None  # warm start: one Lloyd step per forward
+        self.warm_start: torch.Tensor | None = None  # the quantizer's next_init (k-means: last levels, one Lloyd step per forward)
         if mask is not None:
             self.register_buffer("mask", mask.detach().to(torch.bool), persistent=False)
         else:
@@ -34,9 +35,8 @@ class FakeQuantize(nn.Module):
         if self.mask is not None:  # a fixed sparsity pattern: pruned weights compute as 0 and get no gradient
             weight = weight * self.mask
         with torch.no_grad():
-            quantized = quantize(weight, self.setting, kmeans_init=self.kmeans_levels)
-            if self.setting.quantizer == "kmeans":
-                self.kmeans_levels = quantized.table.float()
+            quantized = quantize(weight, self.setting, kmeans_init=self.warm_start)
+            self.warm_start = get_quantizer(self.setting.quantizer).next_init(quantized.table)
             hard = dequantize(quantized).to(weight.dtype)
         return weight + (hard - weight).detach()
 

@@ -8,7 +8,7 @@ Layout (little-endian)::
       fp32      kind u8, numel x f32
       fp16      kind u8, numel x f16                      (biases)
       batchnorm kind u8, C x f16 scale, C x f16 shift     (folded)
-      codes     kind u8, quantizer u8, bits u8, encoding u8, gap width u8,
+      codes     kind u8, quantizer file id u8, bits u8, encoding u8, gap width u8,
                 n_levels u16, n_kept u32, [gap fields u32], table (f16),
                 index (bitmap or gap fields), values (bit-packed codes)
     CRC-32 of everything above, u32
@@ -22,7 +22,7 @@ import copy
 import struct
 import io
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,18 +55,25 @@ from autocompress.pack._size import (
     quantized_layer_size,
     size_of_quantized,
 )
-from autocompress.plan import QUANTIZERS, LayerSetting, Plan
+from autocompress.plan import MAX_BITS, MIN_BITS, LayerSetting, Plan
+from autocompress.quantizers import get_quantizer, quantizer_for_file_id
 
 
 @dataclass
 class PackedModel:
-    """A packed file loaded back: an ordinary module in eval mode, and the plan it holds."""
+    """A packed file loaded back: an ordinary module in eval mode, the plan it holds, and its codes.
+
+    ``quantized`` holds each plan layer's codes and table as read, so
+    ``write_packed(path, packed.model, packed.quantized, model_spec=packed.model_spec,
+    num_classes=packed.num_classes)`` writes the same bytes back.
+    """
 
     model: nn.Module
     plan: Plan
     model_spec: str
     num_classes: int
     n_bytes: int
+    quantized: dict[str, QuantizedWeight] = field(default_factory=dict)
 
 
 def export_packed(
@@ -136,11 +143,13 @@ def read_packed(path: str | Path) -> PackedModel:
         raise PackFormatError(f"{file_path} holds model {model_spec!r}, which cannot be built here: {error}") from None
     if model_fingerprint(model) != fingerprint:
         raise PackFormatError(f"{file_path} was packed from a model whose layers differ from {model_spec!r} as built here")
-    plan = _read_entries(reader, model, n_entries, model_spec)
+    plan, quantized = _read_entries(reader, model, n_entries, model_spec)
     if reader.remaining() != CHECKSUM.size:
         raise PackFormatError(f"{file_path} has {reader.remaining() - CHECKSUM.size} unexpected trailing bytes")
     model.eval()
-    return PackedModel(model=model, plan=plan, model_spec=model_spec, num_classes=num_classes, n_bytes=len(content))
+    return PackedModel(
+        model=model, plan=plan, model_spec=model_spec, num_classes=num_classes, n_bytes=len(content), quantized=quantized
+    )
 
 
 def _codes_entry(entry: Entry, quantized: QuantizedWeight) -> bytes:
@@ -151,7 +160,7 @@ def _codes_entry(entry: Entry, quantized: QuantizedWeight) -> bytes:
     parts = [
         bytes([KIND_CODES]),
         CODES_FIELDS.pack(
-            QUANTIZERS.index(quantized.quantizer),
+            get_quantizer(quantized.quantizer).file_id,
             quantized.bits,
             ENCODINGS.index(cost.encoding),
             cost.gap_width,
@@ -234,17 +243,22 @@ class _Reader:
         return torch.from_numpy(array.astype(np.float32))
 
 
-def _read_entries(reader: _Reader, model: nn.Module, n_entries: int, model_spec: str) -> Plan:
+def _read_entries(
+    reader: _Reader, model: nn.Module, n_entries: int, model_spec: str
+) -> tuple[Plan, dict[str, QuantizedWeight]]:
     expected = model_entries(model, plan_layers={name for name, _ in model.named_modules()})
     if n_entries != len(expected):
         raise PackFormatError(f"{reader.path} has {n_entries} entries; model {model_spec!r} needs {len(expected)}")
     state = {key: value.clone() for key, value in model.state_dict().items()}
     modules = dict(model.named_modules())
     layers: dict[str, LayerSetting] = {}
+    quantized: dict[str, QuantizedWeight] = {}
     for entry in expected:
         kind = reader.take(1)[0]
         if kind == KIND_CODES and entry.kind == KIND_CODES:
-            layers[entry.name] = _read_codes(reader, entry, modules[entry.name], state)
+            codes = quantized[entry.name] = _read_codes(reader, entry, state)
+            sparsity = (entry.numel - codes.n_kept) / entry.numel
+            layers[entry.name] = LayerSetting(sparsity=sparsity, bits=codes.bits, quantizer=codes.quantizer)
         elif kind == KIND_RAW32 and entry.kind == KIND_CODES:
             key = f"{entry.name}.weight"
             state[key] = reader.floats(entry.numel, "<f4").view_as(state[key])
@@ -258,7 +272,7 @@ def _read_entries(reader: _Reader, model: nn.Module, n_entries: int, model_spec:
             dtype = "<f2" if kind == KIND_HALF else "<f4"
             state[entry.name] = reader.floats(entry.numel, dtype).view_as(state[entry.name])
     model.load_state_dict(state)
-    return Plan(layers=layers, model=model_spec)
+    return Plan(layers=layers, model=model_spec), quantized
 
 
 def _read_batchnorm(reader: _Reader, entry: Entry, bn: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -270,22 +284,26 @@ def _read_batchnorm(reader: _Reader, entry: Entry, bn: nn.Module, state: dict[st
     state[f"{entry.name}.running_var"] = folded_running_var(entry.numel, bn.eps)
 
 
-def _read_codes(reader: _Reader, entry: Entry, module: nn.Module, state: dict[str, torch.Tensor]) -> LayerSetting:
+def _read_codes(reader: _Reader, entry: Entry, state: dict[str, torch.Tensor]) -> QuantizedWeight:
     quantizer_id, bits, encoding_id, gap_width, n_levels, n_kept = reader.unpack(CODES_FIELDS)
-    if quantizer_id >= len(QUANTIZERS) or encoding_id >= len(ENCODINGS) or not 1 <= n_kept <= entry.numel:
+    try:
+        quantizer = quantizer_for_file_id(quantizer_id)
+    except PackFormatError as error:
+        raise PackFormatError(f"{reader.path}: layer {entry.name}: {error}") from None
+    if encoding_id >= len(ENCODINGS) or not MIN_BITS <= bits <= MAX_BITS or not 1 <= n_kept <= entry.numel:
         raise PackFormatError(f"{reader.path}: layer {entry.name} has an invalid header")
-    quantizer, encoding = QUANTIZERS[quantizer_id], ENCODINGS[encoding_id]
+    encoding = ENCODINGS[encoding_id]
     gap_fields = reader.unpack(GAP_COUNT)[0] if encoding == "gap" else 0
-    table_len = entry.out_channels if quantizer == "uniform" else n_levels
+    table_len = quantizer.table_length(n_levels, entry.out_channels)
     table = reader.floats(table_len, "<f2").half()
     codes = _read_codes_payload(reader, entry.numel, n_kept, n_levels, encoding, gap_width, gap_fields)
     if codes.max() > n_levels or int(np.count_nonzero(codes)) != n_kept:
         raise PackFormatError(f"{reader.path}: layer {entry.name} has codes that do not match its header")
     weight_key = f"{entry.name}.weight"
     codes_tensor = torch.from_numpy(codes).view(state[weight_key].shape)
-    quantized = QuantizedWeight(codes=codes_tensor, table=table, quantizer=quantizer, bits=bits, n_levels=n_levels)
+    quantized = QuantizedWeight(codes=codes_tensor, table=table, quantizer=quantizer.name, bits=bits, n_levels=n_levels)
     state[weight_key] = dequantize(quantized)
-    return LayerSetting(sparsity=(entry.numel - n_kept) / entry.numel, bits=bits, quantizer=quantizer)
+    return quantized
 
 
 def _read_codes_payload(

@@ -29,6 +29,7 @@ from autocompress.pack._layout import (
     plain_entry_bytes,
 )
 from autocompress.plan import LayerSetting, Plan
+from autocompress.quantizers import get_quantizer
 
 MAGIC = b"\x89ACZ"
 FORMAT_VERSION = 1
@@ -229,7 +230,7 @@ def _planned_layer_size(entry: Entry, plan: Plan, gap_fields: Callable[[str, int
     n_kept = kept_count(entry.numel, setting.sparsity)
     fields = gap_fields(entry.name, n_kept) if n_kept < entry.numel else None
     n_levels = n_levels_for(setting, n_kept)
-    table_len = entry.out_channels if setting.quantizer == "uniform" else n_levels
+    table_len = get_quantizer(setting.quantizer).table_length(n_levels, entry.out_channels)
     cost = layer_cost(entry.numel, n_kept, n_levels, table_len, fields)
     return LayerSize(entry.name, entry.numel, n_kept, setting.bits, setting.quantizer, cost)
 

@@ -1,0 +1,169 @@
+"""The quantizer registry and the contract every registered quantizer keeps.
+
+The contract tests are parametrized over the registry, so a newly registered
+quantizer is checked by them without writing a test of its own.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+
+from autocompress.errors import AutocompressError, PackFormatError
+from autocompress.pack import read_packed
+from autocompress.pack._layout import KIND_CODES
+from autocompress.pack._size import PREFIX, SUFFIX
+from autocompress.plan import QUANTIZERS, LayerSetting
+from autocompress.quantizers import (
+    QUANTIZER_REGISTRY,
+    Quantizer,
+    UnknownQuantizerError,
+    get_quantizer,
+    quantizer_for_file_id,
+    quantizer_names,
+    register_quantizer,
+)
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "format_v1.acz"
+REGISTERED = sorted(QUANTIZER_REGISTRY.values(), key=lambda q: q.file_id)
+BITS = range(1, 9)
+KEEP_FRACTIONS = (1.0, 0.65, 0.1, 0.002)
+
+
+def keep_mask(weight: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The largest ``fraction`` of weights by magnitude (at least one)."""
+    n_kept = max(1, round(fraction * weight.numel()))
+    order = weight.abs().reshape(-1).argsort(descending=True)
+    mask = torch.zeros(weight.numel(), dtype=torch.bool)
+    mask[order[:n_kept]] = True
+    return mask.view_as(weight)
+
+
+@pytest.fixture(scope="module")
+def weight() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(7)
+    return torch.randn(24, 8, 3, 3, generator=generator) * 0.05
+
+
+@pytest.mark.parametrize("quantizer", REGISTERED, ids=lambda q: q.name)
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("fraction", KEEP_FRACTIONS)
+def test_the_contract(weight: torch.Tensor, quantizer: Quantizer, bits: int, fraction: float) -> None:
+    mask = keep_mask(weight, fraction)
+    n_kept = int(mask.sum())
+    codes, table = quantizer.quantize(weight, mask, bits)
+    n_levels = quantizer.n_levels(bits, n_kept)
+
+    assert codes.dtype == torch.int64 and codes.shape == weight.shape
+    assert torch.all(codes[~mask] == 0), "a pruned weight got a non-zero code"
+    assert torch.all(codes[mask] != 0), "a kept weight got code 0"
+    assert int(codes.max()) <= n_levels
+    assert table.dtype == torch.float16
+    assert table.numel() == quantizer.table_length(n_levels, weight.shape[0])
+
+    restored = quantizer.dequantize(codes, table, bits)
+    assert restored.dtype == torch.float32 and restored.shape == weight.shape
+    assert torch.equal(restored == 0, ~mask), "dequantized zeros must be exactly the pruned weights"
+    assert torch.unique(codes[mask]).numel() <= n_levels
+    for channel_values, channel_kept in zip(restored, mask):  # per-channel scales: at most n_levels per channel
+        assert torch.unique(channel_values[channel_kept]).numel() <= n_levels
+    assert torch.equal(quantizer.quantize(weight, mask, bits)[0], codes), "quantize must be deterministic"
+
+
+@pytest.mark.parametrize("quantizer", REGISTERED, ids=lambda q: q.name)
+def test_the_warm_start_hook(weight: torch.Tensor, quantizer: Quantizer) -> None:
+    mask = keep_mask(weight, 0.5)
+    codes, table = quantizer.quantize(weight, mask, 3)
+    init = quantizer.next_init(table)
+    if init is None:
+        return
+    again, _ = quantizer.quantize(weight * 1.01, mask, 3, init=init)
+    assert torch.equal(again == 0, ~mask)
+
+
+@pytest.mark.parametrize("quantizer", REGISTERED, ids=lambda q: q.name)
+def test_lookups_find_the_entry(quantizer: Quantizer) -> None:
+    assert get_quantizer(quantizer.name) is quantizer
+    assert quantizer_for_file_id(quantizer.file_id) is quantizer
+    assert QUANTIZER_REGISTRY[quantizer.name] is quantizer
+
+
+def test_file_ids_are_the_ones_files_already_use() -> None:
+    ids = [quantizer.file_id for quantizer in REGISTERED]
+    assert len(set(ids)) == len(ids)
+    assert {name: get_quantizer(name).file_id for name in ("clipq", "uniform", "kmeans")} == {"clipq": 0, "uniform": 1, "kmeans": 2}
+    assert QUANTIZERS == quantizer_names() == ("clipq", "uniform", "kmeans")
+
+
+class _Impostor(Quantizer):
+    name: ClassVar[str] = "impostor"
+    file_id: ClassVar[int] = 1  # uniform's
+
+    def n_levels(self, bits: int, n_kept: int) -> int:
+        return 1
+
+    def quantize(
+        self, weight: torch.Tensor, mask: torch.Tensor, bits: int, *, init: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return mask.long(), weight.abs().max().reshape(1).half()
+
+
+def test_registering_a_taken_file_id_or_name_fails() -> None:
+    before = dict(QUANTIZER_REGISTRY)
+    with pytest.raises(ValueError, match="file id 1 already belongs to 'uniform'"):
+        register_quantizer(_Impostor())
+    renamed = type("Renamed", (_Impostor,), {"name": "kmeans", "file_id": 200})
+    with pytest.raises(ValueError, match="'kmeans' is already registered"):
+        register_quantizer(renamed())
+    out_of_range = type("OutOfRange", (_Impostor,), {"file_id": 256})
+    with pytest.raises(ValueError, match="0..255"):
+        register_quantizer(out_of_range())
+    assert dict(QUANTIZER_REGISTRY) == before
+
+
+def test_an_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownQuantizerError, match="clipq, uniform, kmeans") as caught:
+        get_quantizer("lloyd")
+    assert isinstance(caught.value, AutocompressError)
+
+
+def test_an_unknown_file_id_is_a_format_error() -> None:
+    with pytest.raises(PackFormatError, match="unknown quantizer id 7"):
+        quantizer_for_file_id(7)
+
+
+def test_a_file_with_an_unknown_quantizer_id_is_refused(tmp_path: Path) -> None:
+    content = bytearray(FIXTURE.read_bytes())
+    spec_length = PREFIX.unpack_from(content)[2]
+    first_entry = PREFIX.size + spec_length + SUFFIX.size  # conv1, a codes entry with clipq
+    assert content[first_entry] == KIND_CODES and content[first_entry + 1] == 0
+    content[first_entry + 1] = 200
+    body = bytes(content[:-4])
+    path = tmp_path / "unknown.acz"
+    path.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    with pytest.raises(PackFormatError, match="layer conv1: unknown quantizer id 200"):
+        read_packed(path)
+
+
+def test_plans_accept_exactly_the_registered_names() -> None:
+    for name in quantizer_names():
+        assert LayerSetting(0.5, 3, name).quantizer == name
+    with pytest.raises(AutocompressError, match="quantizer must be one of clipq, uniform, kmeans"):
+        LayerSetting(0.5, 3, "lloyd")
+
+
+def test_the_package_does_not_import_plan_compress_or_pack() -> None:
+    code = (
+        "import sys, autocompress.quantizers; "
+        "bad = [m for m in ('autocompress.plan', 'autocompress.compress', 'autocompress.pack', 'sklearn') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
