@@ -1,15 +1,39 @@
-"""Command line: argument parsing only; every command calls into the library."""
+"""Command line: argument parsing only; every command calls into the library.
+
+The flags that name settings (``--model``, ``--max-sparsity``, ``--trials``...) are derived from the
+settings' own declarations (``SearchSettings`` and ``CompareSettings``), so every command that takes
+one spells it, types it, checks it and documents its default the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from autocompress.errors import AutocompressError, PlanError
 from autocompress.units import parse_size
+
+# What every command that takes them shares, by group.
+SHARED_GROUPS: dict[str, tuple[str, ...]] = {
+    "model": ("model", "checkpoint"),
+    "data": ("dataset", "data_dir", "val_size", "split_seed"),
+    "device": ("device", "seed"),
+}
+# The search settings `compare` takes (its budget flags are its own, from CompareSettings).
+COMPARE_SETTINGS = ("target_bytes", "model", "checkpoint", "dataset", "data_dir", "val_size", "split_seed", "device",
+                    "seed", "output_root", "storage", "lr", "batch_size", "sparsity_max", "bits_min", "bits_max",
+                    "quantizers", "sampler", "distill")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one ``error:`` line that says where to look (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
 
 
 class Command:
@@ -17,7 +41,7 @@ class Command:
 
     name: str = ""
     help: str = ""
-    parents: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()  # shared flag groups (SHARED_GROUPS)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Flags of this command besides the shared ones."""
@@ -26,29 +50,91 @@ class Command:
         raise NotImplementedError
 
 
+def _help(declared: Any, default: Any) -> str:
+    allowed = getattr(declared.read, "allowed", None)
+    listed = f"; one of {', '.join(allowed())}" if allowed is not None and not declared.is_switch else ""
+    shown = "" if default is None or declared.is_switch else f" (default: {_shown(default)})"
+    return (declared.help + listed + shown).replace("%", "%%")
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _as_type(read: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """A setting's reader as an argparse type: its message becomes argparse's one-line error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return read(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, cls: type, names: Iterable[str], *, typed: bool,
+                      defaults: bool = True) -> None:
+    """Flags for the settings ``names`` of the dataclass ``cls``.
+
+    ``typed``: the flag's value is read and checked by argparse, and defaults to the setting's default
+    (commands without presets; ``defaults=False`` leaves them None, for flags a command may take from
+    elsewhere). Otherwise the raw text is kept and defaults to None, so that a preset can supply it;
+    the settings check it then, naming the flag in any error. The help shows the setting's default."""
+    from autocompress.search import options_of
+    from autocompress.search._options import default_of
+
+    declared_options = options_of(cls)
+    for name in names:
+        declared = declared_options[name]
+        default = default_of(cls, name)
+        given = default if typed and defaults else None
+        keywords: dict[str, Any] = {"dest": name, "help": _help(declared, default if defaults else None)}
+        if declared.is_switch:
+            keywords.update(action="store_const", const=declared.const, default=given)
+        else:
+            keywords.update(metavar=declared.metavar or getattr(declared.read, "metavar", "VALUE"), default=given)
+            if typed:
+                keywords["type"] = _as_type(declared.read)
+        parser.add_argument(declared.flag, **keywords)
+
+
 def _shared_parsers() -> dict[str, argparse.ArgumentParser]:
-    model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--model", help="registered name (resnet18, resnet20, ...) or package.module:factory")
-    model.add_argument("--checkpoint", type=Path, help="weights of the model (.pt/.th state dict)")
-    data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
-    data.add_argument("--data-dir", type=Path, default=Path("data"), help="folder holding cifar-10-batches-py (default ./data)")
-    data.add_argument("--val-size", type=int, default=5000, help="validation images carved from the training set")
-    data.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val split")
-    device = argparse.ArgumentParser(add_help=False)
-    device.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    device.add_argument("--seed", type=int, default=0)
-    plan = argparse.ArgumentParser(add_help=False)
-    plan.add_argument("--plan", type=Path, required=True, help="plan YAML (format autocompress/plan)")
-    plan.add_argument("--target-size", help="byte budget (50KB, 1MB, 512KiB, 50000); overrides the plan's target_bytes")
-    return {"model": model, "data": data, "device": device, "plan": plan}
+    from autocompress.search import SearchSettings
+
+    parents = {}
+    for group, names in SHARED_GROUPS.items():
+        parent = ArgumentParser(add_help=False)
+        add_setting_flags(parent, SearchSettings, names, typed=True, defaults=group != "model")
+        parents[group] = parent
+    return parents
 
 
-def _num_classes(dataset: str) -> int:
-    return 100 if dataset == "cifar100" else 10
+def _typed(read_factory: Callable[..., Callable[[Any], Any]], *args: Any, **kwargs: Any) -> Callable[[str], Any]:
+    return _as_type(read_factory(*args, **kwargs))
 
 
-def _load_model(spec: str | None, checkpoint: Path | None, num_classes: int, *, required_checkpoint: bool = True):
+def _output_file(text: str) -> Path:
+    from autocompress.files import OutputPathError, check_output_path
+
+    try:
+        return check_output_path(text)
+    except OutputPathError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _study_name(text: str) -> str:
+    from autocompress.search._options import plain_name
+
+    return _as_type(plain_name())(text)
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", type=Path, required=True, help="plan YAML (format autocompress/plan)")
+    parser.add_argument("--target-size", help="byte budget (50KB, 1MB, 512KiB, 50000); overrides the plan's target_bytes")
+
+
+def _load_model(spec: str | None, checkpoint: Path | str | None, num_classes: int, *, required_checkpoint: bool = True):  # noqa: ANN202
     from autocompress.models import build_model, load_checkpoint
 
     if spec is None:
@@ -61,33 +147,47 @@ def _load_model(spec: str | None, checkpoint: Path | None, num_classes: int, *, 
     return model
 
 
-def _plan_and_model(args: argparse.Namespace):
+def _num_classes(dataset: str) -> int:
+    return 100 if dataset == "cifar100" else 10
+
+
+def _plan_and_model(args: argparse.Namespace):  # noqa: ANN202
     from autocompress.compress import compressible_layers
     from autocompress.plan import Plan
 
     plan = Plan.load(args.plan)
-    if getattr(args, "target_size", None) is not None:
+    if args.target_size is not None:
         plan.target_bytes = parse_size(args.target_size)
-    spec = args.model or plan.model
     if args.model and plan.model and args.model != plan.model:
         raise PlanError(f"{args.plan}: model: the plan is for {plan.model!r} but --model is {args.model!r}")
+    spec = plan.model or args.model
     model = _load_model(spec, args.checkpoint, _num_classes(getattr(args, "dataset", "cifar10")))
     plan.check_layers(compressible_layers(model), source=str(args.plan))
     plan.model = spec
     return plan, model, spec
 
 
+def _refuse_over_target(plan: Any, n_bytes: int) -> None:
+    from autocompress.units import format_size
+
+    if plan.target_bytes is not None and n_bytes > plan.target_bytes:
+        raise PlanError(f"the packed model would be {format_size(n_bytes)}, over the plan's target_bytes "
+                        f"{format_size(plan.target_bytes)}; raise sparsity or lower bits, or remove target_bytes; nothing was written")
+
+
 class TrainCommand(Command):
     name = "train"
     help = "train a baseline model (resumable) and save its checkpoint"
-    parents = ("model", "data", "device")
+    groups = ("model", "data", "device")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--epochs", type=float, default=30)
-        parser.add_argument("--lr", type=float, default=0.1)
-        parser.add_argument("--batch-size", type=int, default=128)
-        parser.add_argument("--weight-decay", type=float, default=5e-4)
-        parser.add_argument("--out", type=Path, help="checkpoint to write (default checkpoints/MODEL-DATASET-sSEED.pt)")
+        from autocompress.search._options import integer, number
+
+        parser.add_argument("--epochs", type=_typed(number, above=0), default=30.0, help="training epochs (default: 30)")
+        parser.add_argument("--lr", type=_typed(number, above=0), default=0.1, help="peak learning rate (default: 0.1)")
+        parser.add_argument("--batch-size", type=_typed(integer, minimum=1), default=128, help="(default: 128)")
+        parser.add_argument("--weight-decay", type=_typed(number, minimum=0), default=5e-4, help="(default: 0.0005)")
+        parser.add_argument("--out", type=_output_file, help="checkpoint to write (default checkpoints/MODEL-DATASET-sSEED.pt)")
 
     def take_action(self, args: argparse.Namespace) -> int:
         from autocompress.data import prepare_splits
@@ -101,10 +201,8 @@ class TrainCommand(Command):
         out = args.out or Path("checkpoints") / f"{spec.replace(':', '_')}-{args.dataset}-s{args.seed}.pt"
         state_path = out.with_name(out.name + ".state")
         print(f"training {spec} on {args.dataset} for {args.epochs:g} epochs on {device}; resumable state in {state_path}")
-        result = train(
-            model, splits.train, device=device, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-            weight_decay=args.weight_decay, seed=args.seed, val_set=splits.val, checkpoint_path=state_path,
-        )
+        result = train(model, splits.train, device=device, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                       weight_decay=args.weight_decay, seed=args.seed, val_set=splits.val, checkpoint_path=state_path)
         test_accuracy = evaluate(model, splits.test, device=device)
         save_checkpoint(out, model, model_spec=spec, dataset=args.dataset, seed=args.seed, val_accuracy=result.val_accuracy,
                         test_accuracy=test_accuracy, epochs=args.epochs)
@@ -115,12 +213,14 @@ class TrainCommand(Command):
 class EvaluateCommand(Command):
     name = "evaluate"
     help = "top-1 accuracy on the validation and test splits (of a checkpoint or a packed file)"
-    parents = ("model", "data", "device")
+    groups = ("model", "data", "device")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--packed", type=Path, help="a packed .acz file (instead of --model/--checkpoint)")
 
     def take_action(self, args: argparse.Namespace) -> int:
+        import time
+
         from autocompress.data import prepare_splits
         from autocompress.engine import evaluate, resolve_device
         from autocompress.pack import read_packed
@@ -147,7 +247,10 @@ class EvaluateCommand(Command):
 class SizeCommand(Command):
     name = "size"
     help = "exact packed size of a plan, per layer (values, index, codebook, other)"
-    parents = ("model", "plan")
+    groups = ("model",)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _plan_arguments(parser)
 
     def take_action(self, args: argparse.Namespace) -> int:
         from autocompress.pack import estimate_size
@@ -165,11 +268,14 @@ class SizeCommand(Command):
 class ExportCommand(Command):
     name = "export"
     help = "write the packed .acz file of a checkpoint under a plan (no training)"
-    parents = ("model", "plan")
+    groups = ("model",)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out", type=Path, required=True, help="packed file to write (.acz)")
-        parser.add_argument("--num-classes", type=int, default=10)
+        from autocompress.search._options import integer
+
+        _plan_arguments(parser)
+        parser.add_argument("--out", type=_output_file, required=True, help="packed file to write (.acz)")
+        parser.add_argument("--num-classes", type=_typed(integer, minimum=1), default=10, help="(default: 10)")
 
     def take_action(self, args: argparse.Namespace) -> int:
         from autocompress.pack import estimate_size, export_packed
@@ -185,13 +291,17 @@ class ExportCommand(Command):
 class ApplyCommand(Command):
     name = "apply"
     help = "compress a checkpoint under a plan: optional fine-tune, BN recalibration, packed file, accuracy"
-    parents = ("model", "data", "device", "plan")
+    groups = ("model", "data", "device")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--finetune-epochs", type=float, default=0.0, help="in-parallel pruning-quantization epochs (fractions allowed)")
-        parser.add_argument("--lr", type=float, default=0.01)
-        parser.add_argument("--batch-size", type=int, default=128)
-        parser.add_argument("--out", type=Path, help="packed file to write (default: the plan's name with .acz)")
+        from autocompress.search._options import integer, number
+
+        _plan_arguments(parser)
+        parser.add_argument("--finetune-epochs", type=_typed(number, minimum=0), default=0.0,
+                            help="in-parallel pruning-quantization epochs, fractions allowed (default: 0)")
+        parser.add_argument("--lr", type=_typed(number, above=0), default=0.01, help="(default: 0.01)")
+        parser.add_argument("--batch-size", type=_typed(integer, minimum=1), default=128, help="(default: 128)")
+        parser.add_argument("--out", type=_output_file, help="packed file to write (default: the plan's name with .acz)")
 
     def take_action(self, args: argparse.Namespace) -> int:
         from autocompress.data import prepare_splits
@@ -213,7 +323,7 @@ class ApplyCommand(Command):
         weights_path = out.with_suffix(".pt")
         save_checkpoint(weights_path, model, model_spec=spec, plan=str(args.plan))
         plan.result = {"packed_bytes": compressed.size.total,
-                       "accuracy": {"val": round(compressed.val_accuracy, 4), "test": round(compressed.test_accuracy, 4)}}
+                       "accuracy": {"val": round(compressed.val_accuracy or 0.0, 4), "test": round(compressed.test_accuracy or 0.0, 4)}}
         result_path = out.with_name(out.stem + ".plan.yaml")  # never the input plan: nothing written is lost
         plan.save(result_path)
         print(f"wrote {out}: {format_size(compressed.size.total)} ({compressed.size.ratio_to_fp32:.2%} of fp32); "
@@ -222,25 +332,8 @@ class ApplyCommand(Command):
         return 0
 
 
-def _refuse_over_target(plan, n_bytes: int) -> None:
-    from autocompress.units import format_size
-
-    if plan.target_bytes is not None and n_bytes > plan.target_bytes:
-        raise PlanError(f"the packed model would be {format_size(n_bytes)}, over the plan's target_bytes "
-                        f"{format_size(plan.target_bytes)}; raise sparsity or lower bits, or remove target_bytes; nothing was written")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``text``: ``7200``, ``2h``, ``90m``, ``45s``."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    cleaned = text.strip().lower()
-    try:
-        if cleaned and cleaned[-1] in units:
-            return float(cleaned[:-1]) * units[cleaned[-1]]
-        return float(cleaned)
-    except ValueError:
-        # argparse turns this into one "invalid value" line with the usage (exit 2), no traceback
-        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a duration; use seconds (7200) or 2h, 90m, 45s") from None
+def _search_flags(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names}
 
 
 class SearchCommand(Command):
@@ -248,65 +341,16 @@ class SearchCommand(Command):
     help = "search per-layer sparsity and bits so the packed model fits --target-size with the best accuracy"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        # Every default is None: a preset (--config) supplies values, flags given here override it.
-        parser.add_argument("--target-size", help="byte budget of the packed file: 50KB, 1MB, 512KiB, 50000")
+        from autocompress.search import SETTING_OPTIONS, SearchSettings
+
         parser.add_argument("--config", type=Path, help="preset YAML (see studies/*.yaml); flags override it")
-        parser.add_argument("--mode", choices=["bo", "admm"],
-                            help="bo: Bayesian optimisation over per-layer settings (CLIP-Q style, default); "
-                                 "admm: constrained optimisation that learns them from the target (Yang et al. 2020)")
-        parser.add_argument("--targets", help="admm: a sweep of targets, e.g. 200KB,100KB,50KB (one run each, a Pareto front)")
-        parser.add_argument("--admm-epochs", type=float, help="admm: epochs of ADMM training before the plan is made hard")
-        parser.add_argument("--projections-per-epoch", type=int, help="admm: Z-steps (projections onto the size budget) per epoch")
-        parser.add_argument("--rho-start", type=float, help="admm: penalty weight at the start (grows geometrically)")
-        parser.add_argument("--rho-end", type=float, help="admm: penalty weight at the last projection")
-        parser.add_argument("--sampler", choices=["tpe", "gp", "botorch", "nsga2", "random"])
-        parser.add_argument("--pruner", choices=["median", "hyperband", "none"])
-        parser.add_argument("--model", help="registered model or package.module:factory (default resnet18)")
-        parser.add_argument("--checkpoint", help="trained weights; without it a baseline is trained first (slow on a CPU)")
-        parser.add_argument("--trials", type=int, help="total finished trials of the study (a resumed study counts its own)")
-        parser.add_argument("--timeout", type=parse_duration, help="stop starting trials after this long: 7200, 2h, 90m")
-        parser.add_argument("--storage", help="Optuna storage (default sqlite:///studies/NAME/study.db): any SQLAlchemy URL, "
-                                              "e.g. postgresql://user:password@host/db for workers on many machines, "
-                                              "or journal:path/study.log (a journal file: several processes, no server)")
-        parser.add_argument("--study-name", help="default MODEL-TARGETB; the same name resumes the study, "
-                                                 "and processes with the same storage and name share it")
-        parser.add_argument("--n-jobs", type=int, help="worker processes on this machine (one per GPU where there are several)")
-        parser.add_argument("--worker", action="store_const", const=True,
-                            help="join the study as a worker: run trials only, leave the final fine-tune and files to "
-                                 "the process started without --worker")
-        parser.add_argument("--heartbeat", type=int, dest="heartbeat_seconds",
-                            help="seconds between a running trial's heartbeats (default 30); a trial silent for three "
-                                 "is taken as its worker's death, marked failed and re-queued")
-        parser.add_argument("--max-retries", type=int, help="times a dead worker's trial is re-queued (default 2)")
-        parser.add_argument("--output-root", help="folder of study folders (default studies)")
-        parser.add_argument("--epochs-per-trial", type=float, help="fine-tuning per trial, in epochs (fractions allowed)")
-        parser.add_argument("--final-epochs", type=float, help="fine-tuning of the best plan at the end")
-        parser.add_argument("--lr", type=float, help="fine-tuning learning rate (cosine to 0)")
-        parser.add_argument("--distill", action="store_const", const=True,
-                            help="the final fine-tune also learns from the uncompressed model's soft outputs "
-                                 "(knowledge distillation; about 15 % more time per step)")
-        parser.add_argument("--distill-temperature", type=float, help="softmax temperature of --distill (default 4)")
-        parser.add_argument("--distill-weight", type=float, help="share of the teacher term in the loss (default 0.9)")
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--device", help="auto | cpu | cuda")
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--dataset", choices=["cifar10", "cifar100"])
-        parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default ./data)")
-        parser.add_argument("--val-size", type=int)
-        parser.add_argument("--max-sparsity", type=float, dest="sparsity_max")
-        parser.add_argument("--min-bits", type=int, dest="bits_min")
-        parser.add_argument("--max-bits", type=int, dest="bits_max")
-        parser.add_argument("--quantizers", help="comma-separated: clipq,uniform,kmeans (several: searched per layer)")
-        parser.add_argument("--no-warm-start", dest="warm_start", action="store_const", const=False)
-        parser.add_argument("--space", choices=["absolute", "relative"],
-                            help="absolute per-layer values (default), or shifts around the best uniform plan")
+        add_setting_flags(parser, SearchSettings, SETTING_OPTIONS, typed=False)
 
     def take_action(self, args: argparse.Namespace) -> int:
-        from autocompress.search import load_settings, run_search
+        from autocompress.runner import run_search
+        from autocompress.search import SETTING_OPTIONS, load_settings
 
-        overrides = {key: value for key, value in vars(args).items() if key not in ("config", "action", "command", "argv")}
-        overrides["timeout_seconds"] = overrides.pop("timeout", None)
-        settings = load_settings(args.config, overrides)
+        settings = load_settings(args.config, _search_flags(args, SETTING_OPTIONS))
         try:
             run_search(settings)
         except KeyboardInterrupt:
@@ -318,43 +362,22 @@ class SearchCommand(Command):
 
 class CompareCommand(Command):
     name = "compare"
-    help = ("strategies side by side at one target and one training budget: uniform, naive prune-then-quantize and "
-            "quantize-then-prune, BO, ADMM, random search")
+    help = "strategies side by side at one target and one training budget: uniform, naive pipelines, BO, ADMM, random..."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--target-size", help="byte budget of every strategy's packed file: 50KB, 1MB, 50000")
+        from autocompress.compare import COMPARE_OPTIONS, CompareSettings
+        from autocompress.search import SearchSettings
+
         parser.add_argument("--config", type=Path, help="preset YAML (studies/*.yaml): model, checkpoint, data, bounds, lr")
-        parser.add_argument("--epochs", type=float, default=2.0,
-                            help="fine-tuning epochs each strategy spends in all (bo/random: half on trials, half final)")
-        parser.add_argument("--trials", type=int, default=6, help="trials of the bo and random studies")
-        parser.add_argument("--strategies", help="comma-separated subset of " + ",".join(_strategies()))
-        parser.add_argument("--name", help="folder under --output-root (default MODEL-TARGETB-compare)")
-        parser.add_argument("--model")
-        parser.add_argument("--checkpoint", help="trained weights every strategy starts from; without it a baseline is "
-                                                 "trained first and cached, as for search (slow on a CPU)")
-        parser.add_argument("--output-root", help="default studies")
-        parser.add_argument("--storage", help="Optuna storage for every strategy's study (default sqlite:///FOLDER/study.db)")
-        parser.add_argument("--lr", type=float)
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--device")
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--dataset", choices=["cifar10", "cifar100"])
-        parser.add_argument("--data-dir")
-        parser.add_argument("--val-size", type=int)
-        parser.add_argument("--max-sparsity", type=float, dest="sparsity_max")
-        parser.add_argument("--min-bits", type=int, dest="bits_min")
-        parser.add_argument("--max-bits", type=int, dest="bits_max")
+        add_setting_flags(parser, SearchSettings, COMPARE_SETTINGS, typed=False)
+        add_setting_flags(parser, CompareSettings, [name for name in COMPARE_OPTIONS], typed=False)
 
     def take_action(self, args: argparse.Namespace) -> int:
-        import shlex
+        from autocompress.compare import COMPARE_OPTIONS, compare, compare_settings
+        from autocompress.search import load_settings
 
-        from autocompress.search import CompareSettings, compare, load_settings
-
-        own = ("config", "action", "command", "argv", "epochs", "trials", "strategies", "name")
-        overrides = {key: value for key, value in vars(args).items() if key not in own}
-        search = load_settings(args.config, overrides)
-        strategies = tuple(part.strip() for part in args.strategies.split(",")) if args.strategies else _strategies()
-        settings = CompareSettings(search, epochs=args.epochs, trials=args.trials, strategies=strategies, name=args.name)
+        search = load_settings(args.config, _search_flags(args, COMPARE_SETTINGS))
+        settings = compare_settings(search, **_search_flags(args, COMPARE_OPTIONS))
         try:
             compare(settings, command="autocompress " + shlex.join(args.argv))
         except KeyboardInterrupt:
@@ -364,10 +387,20 @@ class CompareCommand(Command):
         return 0
 
 
-def _strategies() -> tuple[str, ...]:
-    from autocompress.search import STRATEGIES
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", type=_study_name, required=True, help="study name (its folder under --output-root)")
+    parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUTPUT_ROOT/STUDY/study.db)")
+    parser.add_argument("--output-root", type=Path, default=Path("studies"), help="folder of study folders (default: studies)")
 
-    return STRATEGIES
+
+def _study_storage(args: argparse.Namespace) -> str:
+    from autocompress.search import local_storage_file
+
+    url = args.storage or f"sqlite:///{args.output_root / args.study / 'study.db'}"
+    local_file = local_storage_file(url)
+    if local_file is not None and not local_file.is_file():
+        raise AutocompressError(f"no study storage at {local_file}; pass --storage URL or the right --study")
+    return url
 
 
 class ReportCommand(Command):
@@ -375,33 +408,26 @@ class ReportCommand(Command):
     help = "regenerate trials.csv, pareto.csv/png/html and the summary of a study from its storage"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--study", required=True, help="study name")
-        parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/NAME/study.db)")
-        parser.add_argument("--output-root", type=Path, default=Path("studies"))
+        _study_arguments(parser)
 
     def take_action(self, args: argparse.Namespace) -> int:
         import optuna
 
         from autocompress.report import summary_table, trials_frame, write_study_report
+        from autocompress.search import StudyFacts, open_storage, redact
 
-        from autocompress.search import open_storage
-        from autocompress.search._storage import local_storage_file, redact
-
-        folder = args.output_root / args.study
-        url = args.storage or f"sqlite:///{folder / 'study.db'}"
-        local_file = local_storage_file(url)
-        if local_file is not None and not local_file.is_file():
-            raise AutocompressError(f"no study storage at {local_file}; pass --storage URL or the right --study")
+        url = _study_storage(args)
         storage = open_storage(url, heartbeat_seconds=None)
         try:
             study = optuna.load_study(study_name=args.study, storage=storage)
         except KeyError:
             names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
             raise AutocompressError(f"no study {args.study!r} in {redact(url)}; it holds: {', '.join(names) or 'none'}") from None
-        paths = write_study_report(study, folder)
-        print(summary_table(trials_frame(study), study.user_attrs.get("target_bytes"), study.user_attrs.get("baseline_accuracy")))
-        if "final" in study.user_attrs:
-            print(f"final (after the last fine-tune): {study.user_attrs['final']}")
+        paths = write_study_report(study, args.output_root / args.study)
+        facts = StudyFacts.of(study)
+        print(summary_table(trials_frame(study), facts.target_bytes, facts.baseline_accuracy))
+        if facts.final is not None:
+            print(f"final (after the last fine-tune): {facts.final}")
         print("wrote " + ", ".join(str(path) for path in paths.values()))
         return 0
 
@@ -411,23 +437,19 @@ class DashboardCommand(Command):
     help = "open a study in optuna-dashboard"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--study", required=True)
-        parser.add_argument("--storage")
-        parser.add_argument("--output-root", type=Path, default=Path("studies"))
-        parser.add_argument("--port", type=int, default=8080)
-        parser.add_argument("--host", default="127.0.0.1")
+        from autocompress.search._options import integer
+
+        _study_arguments(parser)
+        parser.add_argument("--port", type=_typed(integer, 1, 65535), default=8080, help="(default: 8080)")
+        parser.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1)")
 
     def take_action(self, args: argparse.Namespace) -> int:
         import os
         import shutil
 
-        from autocompress.search._storage import dashboard_argument, local_storage_file, redact
+        from autocompress.search import dashboard_argument, redact
 
-        url = args.storage or f"sqlite:///{args.output_root / args.study / 'study.db'}"
-        local_file = local_storage_file(url)
-        if local_file is not None and not local_file.is_file():
-            raise AutocompressError(f"no study storage at {local_file}; pass --storage URL or the right --study")
-        storage = dashboard_argument(url)
+        storage = dashboard_argument(_study_storage(args))
         executable = shutil.which("optuna-dashboard") or shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
         if executable is None:
             raise AutocompressError("optuna-dashboard is not installed: pip install optuna-dashboard")
@@ -452,13 +474,13 @@ COMMANDS: tuple[Command, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     from autocompress import __version__
 
-    parser = argparse.ArgumentParser(prog="autocompress", description="Per-layer pruning and quantization under an exact byte budget.")
+    parser = ArgumentParser(prog="autocompress", description="Per-layer pruning and quantization under an exact byte budget.")
     parser.add_argument("--version", action="version", version=f"autocompress {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shared = _shared_parsers()
     for command in COMMANDS:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help,
-                                    parents=[shared[name] for name in command.parents])
+                                    parents=[shared[group] for group in command.groups])
         command.add_arguments(sub)
         sub.set_defaults(action=command.take_action)
     return parser

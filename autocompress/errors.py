@@ -11,6 +11,10 @@ class SizeFormatError(AutocompressError, ValueError):
     """A size string such as ``1XB`` that is not one of the accepted forms."""
 
 
+class DurationFormatError(AutocompressError, ValueError):
+    """A duration such as ``2x`` that is not seconds or a number with s, m or h."""
+
+
 class PlanError(AutocompressError, ValueError):
     """A plan (YAML or in memory) that is malformed or does not fit the model."""
 

@@ -28,13 +28,14 @@ from autocompress.data import prepare_splits
 from autocompress.engine import evaluate, resolve_device
 from autocompress.models import build_model
 from autocompress.pack import read_packed
-from autocompress.search import best_feasible_trial, load_settings, run_search
-from autocompress.search._run import seconds_per_step
+from autocompress.runner import run_search
+from autocompress.search import best_feasible_trial, load_settings
+from autocompress.search._context import seconds_per_step
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def settings_for(args: argparse.Namespace, mode: str, **overrides) -> object:  # noqa: ANN003
+def settings_for(args: argparse.Namespace, mode: str, **overrides) -> object:
     values = {"mode": mode, "final_epochs": args.final_epochs, "output_root": str(args.output_root),
               "study_name": f"{args.config.stem}-{mode}", "seed": args.seed, **overrides}
     if args.quick:

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-
 from _common import machine_line, verdict
+
 from autocompress.data import prepare_splits
 from autocompress.engine import Distillation, resolve_device
 from autocompress.models import build_model, load_checkpoint

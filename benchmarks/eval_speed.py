@@ -110,7 +110,8 @@ def measure_speed(models: dict[str, torch.nn.Module], images: torch.Tensor, devi
                 if round_index == 0:
                     predictions[variant].append(labels)
         print(f"    round {round_index + 1}/{rounds} ({time.perf_counter() - started:.0f} s): "
-              + ", ".join(f"{v} {len(images) / sum(times[v][-len(range(0, len(images), batch_size)):]):,.0f} img/s" for v in VARIANTS), flush=True)
+              + ", ".join(f"{v} {len(images) / sum(times[v][-len(range(0, len(images), batch_size)):]):,.0f} img/s"
+                          for v in VARIANTS), flush=True)
     result = SpeedResult(model_spec, len(images), rounds, batch_images, times)
     return result, {variant: torch.cat(parts) for variant, parts in predictions.items()}
 
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2,000 images for timing, ResNet-20 only, 3 passes, no BN-recalibration row")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "../shared/data", help="folder holding cifar-10-batches-py")
-    parser.add_argument("--weights-dir", type=Path, default=REPO_ROOT / "../shared/weights/akamaster", help="folder with the akamaster .th files")
+    parser.add_argument("--weights-dir", type=Path, default=REPO_ROOT / "../shared/weights/akamaster",
+                        help="folder with the akamaster .th files")
     parser.add_argument("--rounds", type=int, help="passes over the timing images (default: resnet20 2, resnet56 1; 3 with --quick)")
     parser.add_argument("--batch-size", type=int, default=1000, help="predict() batch size (its default)")
     parser.add_argument("--device", default="cpu", help="cpu (default) | auto | cuda")
@@ -166,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
             labels = test.labels
             if n_timing < len(test):  # --quick: the timed images were a subset; predict all test images
-                predictions = {variant: predict(model, test.images, device=device, batch_size=args.batch_size) for variant, model in variants.items()}
+                predictions = {variant: predict(model, test.images, device=device, batch_size=args.batch_size)
+                               for variant, model in variants.items()}
             differing = int((predictions["packed"] != predictions["hardened"]).sum())
             total_differing += differing
             logit_gap = max_logit_difference(packed.model, compressed.model, test.images[:1000])
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'(skipped with --quick)' if args.quick else f'{recalibrated_accuracy:.2%}'}\n")
             summary_rows.append(
                 f"{model_spec:<9} {file_size:>11,} {file_size / compressed.size.fp32_bytes:>7.2%} {accuracy['dense']:>8.2%} "
-                f"{accuracy['hardened']:>10.2%} {accuracy['packed']:>8.2%} {'-' if args.quick else f'{recalibrated_accuracy:.2%}':>10} {differing:>9}"
+                f"{accuracy['hardened']:>10.2%} {accuracy['packed']:>8.2%} "
+                f"{'-' if args.quick else f'{recalibrated_accuracy:.2%}':>10} {differing:>9}"
             )
 
     print("## Throughput (images/s over all timed batches; ratio = median over batches of dense time / compressed time)")
@@ -202,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{speed.rate('packed'):>7,.0f} {speed.ratio('hardened'):>15.3f} {speed.ratio('packed'):>13.3f} "
               f"{f'{min(hardened_pairs):.3f}..{max(hardened_pairs):.3f}':>24} {f'{min(packed_pairs):.3f}..{max(packed_pairs):.3f}':>22}")
     print("\n## Accuracy on the 10,000 test images (plan: sparsity 0.5, 4-bit clipq, every layer, no fine-tuning)")
-    head = (f"{'model':<9} {'packed B':>11} {'of fp32':>7} {'dense':>8} {'compressed':>10} {'packed':>8} {'+BN recal':>10} {'differing':>9}")
+    head = (f"{'model':<9} {'packed B':>11} {'of fp32':>7} {'dense':>8} "
+            f"{'compressed':>10} {'packed':>8} {'+BN recal':>10} {'differing':>9}")
     print(head)
     print("-" * len(head))
     print("\n".join(summary_rows))

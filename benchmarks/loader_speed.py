@@ -36,11 +36,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from _common import machine_line, verdict
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from autocompress.data import DeviceLoader, TensorSet, load_cifar
-from _common import machine_line, verdict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RATIO_BAR = 3.0
@@ -53,7 +53,7 @@ class UncheckedCIFAR10(datasets.CIFAR10):
         return True
 
 
-def endless(make_iterator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # noqa: ANN001
+def endless(make_iterator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     while True:
         yield from make_iterator()
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             images_seen = 0
             for _ in range(batches):
-                images, labels = next(loaders[name])
+                _, labels = next(loaders[name])
                 images_seen += len(labels)
             rates[name].append(images_seen / (time.perf_counter() - started))
     header = f"{'loader':<22} {'median img/s':>13} {'min':>9} {'max':>9} {'DeviceLoader / this':>20}"

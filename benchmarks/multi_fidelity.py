@@ -31,23 +31,15 @@ from pathlib import Path
 
 import optuna
 import torch
+from _common import machine_line
 
 from autocompress.data import prepare_splits
 from autocompress.engine import resolve_device
 from autocompress.errors import TrainingDivergedError
 from autocompress.models import build_model, load_checkpoint
-from autocompress.search import load_settings
-from _common import machine_line
-from autocompress.search._run import space_for
-from autocompress.search._study import (
-    FINISHED_STATES,
-    SearchContext,
-    best_feasible_trial,
-    enqueue_warm_starts,
-    open_study,
-    relative_space,
-    run_trial,
-)
+from autocompress.search import SearchContext, best_feasible_trial, load_settings, open_study, space_for
+from autocompress.search._study import FINISHED_STATES
+from autocompress.strategies._bo import enqueue_warm_starts, run_trial, use_relative_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,7 +86,7 @@ class Arm:
         return max(values, default=float("nan"))
 
 
-def make_arm(label: str, overrides: dict[str, object], args: argparse.Namespace, root: Path, baseline: torch.nn.Module, splits, device) -> Arm:  # noqa: ANN001, E501
+def make_arm(label: str, overrides: dict[str, object], args: argparse.Namespace, root: Path, baseline: torch.nn.Module, splits, device) -> Arm:  # noqa: E501
     """One study of the ResNet-20 50 KB preset with ``overrides``, warm starts queued (as `autocompress search` does)."""
     settings = load_settings(
         REPO_ROOT / "studies" / "resnet20-50KB.yaml",
@@ -111,9 +103,8 @@ def make_arm(label: str, overrides: dict[str, object], args: argparse.Namespace,
         },
     )
     study, _ = open_study(settings)
-    context = SearchContext(settings, baseline, splits, space_for(baseline, settings), device, settings.model)
-    if settings.space == "relative":
-        context.space = relative_space(context) or context.space
+    context = SearchContext(settings, baseline, splits, space_for(baseline, settings), device, budgets=[])
+    use_relative_space(context)
     enqueue_warm_starts(study, context)
     return Arm(label, study, context)
 
@@ -148,7 +139,7 @@ def print_arms(arms: list[Arm]) -> None:
         )
 
 
-def load_baseline_and_data(args: argparse.Namespace):  # noqa: ANN201
+def load_baseline_and_data(args: argparse.Namespace):
     baseline = build_model("resnet20")
     load_checkpoint(baseline, args.weights)
     return baseline.eval(), prepare_splits("cifar10", args.data_dir, val_size=5000, split_seed=0)

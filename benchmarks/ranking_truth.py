@@ -42,9 +42,9 @@ BOUNDS = {"sparsity_max": 0.95, "bits_min": 2, "bits_max": 6}
 
 def make_plans(baseline: torch.nn.Module, model: str, target: int, splits, device, n_random: int, n_coefficient: int) -> dict[str, Plan]:
     """The plans, by name; every one fits ``target`` by the exact accountant."""
+    from autocompress.compress import compressible_layers
     from autocompress.search import SearchSpace, best_uniform_plan, fit_to_budget, sensitivity_plan
     from autocompress.search._projection import project_to_budget
-    from autocompress.compress import compressible_layers
 
     sizes = SizeAccountant(baseline, model_spec=model)
     space = SearchSpace(layers=tuple(compressible_layers(baseline)), sparsity_max=BOUNDS["sparsity_max"],

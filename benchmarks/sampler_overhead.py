@@ -38,16 +38,15 @@ from pathlib import Path
 import optuna
 import torch
 import torch.nn.functional as F
+from _common import machine_line, verdict
 
 from autocompress.compress import attach_fake_quant_, compressible_layers
 from autocompress.engine import predict
 from autocompress.models import build_model
 from autocompress.pack import SizeAccountant
 from autocompress.plan import Plan
-from autocompress.search import SearchSpace, fit_to_budget
-from _common import machine_line, verdict
-from autocompress.search._storage import open_storage
-from autocompress.search._study import CONSTRAINT_NAME, REPORTS_PER_TRIAL, make_sampler
+from autocompress.search import CONSTRAINT_NAME, SearchSpace, constraint_of, fit_to_budget, make_sampler, open_storage
+from autocompress.strategies._bo import REPORTS_PER_TRIAL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("tpe", "random", "nsga2", "gp", "botorch")
@@ -79,9 +78,8 @@ def run_sampler(
 ) -> PhaseTimes:
     url = f"sqlite:///{folder / f'{name}-{wal}.db'}"
     storage = open_storage(url, heartbeat_seconds=None) if wal else url  # what `autocompress search` opens (WAL)
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", sampler=make_sampler(name, seed=seed, n_startup_trials=10)
-    )
+    sampler = make_sampler(name, seed=seed, n_startup_trials=10, constraints=constraint_of)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler)
     study.set_metric_names(["val_accuracy"])
     rng = random.Random(seed)
     times = PhaseTimes([], [], [])

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import optuna
-
 from _common import machine_line, verdict
-from autocompress.search import best_feasible_trial, load_settings, run_search
+
+from autocompress.runner import run_search
+from autocompress.search import best_feasible_trial, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

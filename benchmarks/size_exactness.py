@@ -113,7 +113,7 @@ def run_case(model, model_spec: str, plan: Plan, path: Path, case: Case, numels:
         case.plan_read_back = read_back_matches(path, plan, numels) if read_back else True
         if not case.plan_read_back:
             case.error = "plan read back from the file differs"
-    except Exception as error:  # noqa: BLE001 - a benchmark reports every failure and goes on
+    except Exception as error:
         case.error = f"{type(error).__name__}: {error}"
         traceback.print_exc(file=sys.stderr)
     finally:
@@ -160,7 +160,9 @@ def plan_under_one_mb(model, model_spec: str, names: list[str], iterations: int)
     best: tuple[float, int] | None = None
     for _ in range(iterations):
         middle = (low + high) / 2
-        total = estimate_size(model, Plan.uniform(names, sparsity=middle, bits=4, quantizer="clipq", model=model_spec), model_spec=model_spec).total
+        total = estimate_size(
+            model, Plan.uniform(names, sparsity=middle, bits=4, quantizer="clipq", model=model_spec), model_spec=model_spec
+        ).total
         if total < ONE_MB:
             best = (middle, total)
             high = middle
@@ -176,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="5 random plans per model and quantizer instead of 20")
     parser.add_argument("--plans", type=int, help="random plans per model and quantizer (default 20, 5 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random plans")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "../shared/data", help="CIFAR-10 folder (not needed here; accepted for symmetry)")
-    parser.add_argument("--weights-dir", type=Path, default=REPO_ROOT / "../shared/weights/akamaster", help="folder with resnet20-12fca82f.th")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "../shared/data",
+                        help="CIFAR-10 folder (not needed here; accepted for symmetry)")
+    parser.add_argument("--weights-dir", type=Path, default=REPO_ROOT / "../shared/weights/akamaster",
+                        help="folder with resnet20-12fca82f.th")
     args = parser.parse_args(argv)
     n_plans = args.plans or (5 if args.quick else 20)
     read_back = True
@@ -202,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     run_case(model, model_spec, plan_for(layers, quantizer, model_spec), path, case, numels, read_back)
                     cases.append(case)
                     if not case.exact:
-                        print(f"  MISMATCH {model_spec} plan {index} {quantizer}: estimate {case.estimate} file {case.file_size} {case.error or ''}")
+                        print(f"  MISMATCH {model_spec} plan {index} {quantizer}: estimate {case.estimate} "
+                              f"file {case.file_size} {case.error or ''}")
             print(f"  {model_spec}: {n_plans * len(QUANTIZERS)} plans done in {time.perf_counter() - started:.0f} s "
                   f"({len(names)} compressible layers)", flush=True)
         print()

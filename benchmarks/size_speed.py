@@ -37,13 +37,13 @@ import time
 from pathlib import Path
 
 import torch
+from _common import machine_line, verdict
 
 from autocompress.compress import compressible_layers
 from autocompress.models import build_model
 from autocompress.pack import SizeAccountant, estimate_size, export_packed
 from autocompress.plan import LayerSetting, Plan
 from autocompress.search import SearchSpace, fit_to_budget
-from _common import machine_line, verdict
 
 BAR_MS = 50.0
 TARGET_BYTES = 1_000_000
@@ -54,19 +54,21 @@ class CountingAccountant(SizeAccountant):
 
     calls = 0
 
-    def estimate(self, plan: Plan):  # noqa: ANN201
+    def estimate(self, plan: Plan):
         self.calls += 1
         return super().estimate(plan)
 
 
 def random_plan(space: SearchSpace, rng: random.Random) -> Plan:
     return Plan(
-        layers={name: LayerSetting(rng.uniform(0, space.sparsity_max), rng.randint(space.bits_min, space.bits_max)) for name in space.layers},
+        layers={
+            name: LayerSetting(rng.uniform(0, space.sparsity_max), rng.randint(space.bits_min, space.bits_max)) for name in space.layers
+        },
         model="resnet18",
     )
 
 
-def time_ms(function) -> tuple[float, object]:  # noqa: ANN001
+def time_ms(function) -> tuple[float, object]:
     started = time.perf_counter()
     result = function()
     return 1000 * (time.perf_counter() - started), result
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(count):
         proposal = random_plan(space, rng)
         sizes.calls = 0
-        elapsed, fitted = time_ms(lambda: fit_to_budget(sizes, proposal, space, TARGET_BYTES))
+        elapsed, fitted = time_ms(lambda proposal=proposal: fit_to_budget(sizes, proposal, space, TARGET_BYTES))
         fit_ms.append(elapsed)
         fit_calls.append(sizes.calls)
         near_target.append(fitted)
@@ -108,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, plans in (("fitted to 1 MB (search)", near_target), ("random over the space", anywhere)):
         fast, slow, totals = [], [], []
         for plan in plans:
-            fast_ms, fast_report = time_ms(lambda: sizes.estimate(plan))
-            slow_ms, slow_report = time_ms(lambda: estimate_size(model, plan, model_spec="resnet18"))
+            fast_ms, fast_report = time_ms(lambda plan=plan: sizes.estimate(plan))
+            slow_ms, slow_report = time_ms(lambda plan=plan: estimate_size(model, plan, model_spec="resnet18"))
             mismatches += fast_report != slow_report
             fast.append(fast_ms)
             slow.append(slow_ms)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from _common import machine_line, verdict
 from torch import nn
 
 from autocompress.compress import attach_fake_quant_, compressible_layers
@@ -42,7 +43,6 @@ from autocompress.engine import resolve_device
 from autocompress.engine._device import autocast_for, prepare_model
 from autocompress.models import build_model
 from autocompress.plan import Plan
-from _common import machine_line, verdict
 
 RATIO_BAR = 1.25
 PLANS = (("clipq", 0.8, 4), ("uniform", 0.8, 4), ("kmeans", 0.8, 4), ("clipq", 0.0, 8))
@@ -61,7 +61,7 @@ class StepTiming:
         return self.ratio <= RATIO_BAR
 
 
-def make_step(model: nn.Module, device: torch.device) -> "callable":  # noqa: F821
+def make_step(model: nn.Module, device: torch.device) -> callable:
     """One SGD step (forward, loss, backward, update) on a fixed batch, synchronised on CUDA."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=True)
 
@@ -77,7 +77,9 @@ def make_step(model: nn.Module, device: torch.device) -> "callable":  # noqa: F8
     return step
 
 
-def time_pair(model_name: str, quantizer: str, sparsity: float, bits: int, *, rounds: int, batch_size: int, device: torch.device) -> StepTiming:
+def time_pair(
+    model_name: str, quantizer: str, sparsity: float, bits: int, *, rounds: int, batch_size: int, device: torch.device
+) -> StepTiming:
     torch.manual_seed(0)
     plain = prepare_model(build_model(model_name).train(), device)
     fake_quant = copy.deepcopy(plain)

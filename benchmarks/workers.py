@@ -38,14 +38,14 @@ from optuna.trial import TrialState
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from _common import machine_line, verdict  # noqa: E402
+from _common import machine_line, verdict
 
-from autocompress.data import prepare_splits, write_synthetic_cifar  # noqa: E402
-from autocompress.engine import train  # noqa: E402
-from autocompress.models import build_model, save_checkpoint  # noqa: E402
-from autocompress.search import open_storage  # noqa: E402
-from tests._postgres import postgres_server, why_unavailable  # noqa: E402
-from tests._tiny_search import TINY_MODEL  # noqa: E402
+from autocompress.data import prepare_splits, write_synthetic_cifar
+from autocompress.engine import train
+from autocompress.models import build_model, save_checkpoint
+from autocompress.search import open_storage
+from tests._postgres import postgres_server, why_unavailable
+from tests._tiny_search import TINY_MODEL
 
 CORES = os.cpu_count() or 1
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -110,7 +110,7 @@ def run_arm(storage: str, label: str, workers: int, args: argparse.Namespace, ro
     return ArmResult(label, workers, wall, len(finished), span.total_seconds())
 
 
-def storages(names: list[str], root: Path, stack) -> dict[str, str]:  # noqa: ANN001
+def storages(names: list[str], root: Path, stack) -> dict[str, str]:
     urls: dict[str, str] = {}
     for name in names:
         if name == "sqlite":

@@ -3,18 +3,16 @@ and a user model (``tinynet:tiny``) with a baseline the search trains itself."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
-
-import sys
 
 import pytest
 import torch
 from torch import nn
 
 from autocompress.data import DataSplits, prepare_splits, write_synthetic_cifar
-from autocompress.search import run_search
-
+from autocompress.runner import run_search
 from tests._tiny_search import TINY_MODEL, settings_for
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"

@@ -94,3 +94,20 @@ def test_bad_inputs_give_one_clear_error(workspace: Path, synthetic_data_dir: Pa
     assert_clear_error(run_cli("evaluate", "--packed", truncated, "--data-dir", synthetic_data_dir), "truncated or corrupted")
     assert_clear_error(run_cli("evaluate", "--model", "resnet20", "--checkpoint", ckpt, "--data-dir", workspace / "nodata"),
                        "nodata")
+
+
+COMMANDS = ("train", "evaluate", "search", "compare", "report", "dashboard", "size", "apply", "export")
+
+
+def test_every_command_has_a_working_help_that_shows_the_defaults() -> None:
+    from autocompress.cli import COMMANDS as REGISTERED
+
+    assert {command.name for command in REGISTERED} == set(COMMANDS)  # a new command joins this test
+    command = Path(sys.executable).parent / "autocompress"  # the installed console script
+    for name in ("", *COMMANDS):
+        result = subprocess.run([str(command), *([name] if name else []), "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (name, result.stderr)
+        assert result.stdout.startswith("usage: autocompress"), name
+    search = subprocess.run([str(command), "search", "--help"], capture_output=True, text=True, timeout=120).stdout
+    assert "(default: 0.95)" in search.replace("\n", " ").replace("  ", " ")  # --max-sparsity shows its real default
+    assert "15 % more time" in " ".join(search.split())  # a % in a help text once broke argparse

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from autocompress.cli import main
+from autocompress.compare import STRATEGIES, CompareSettings, MeasureSettings, compare
+from autocompress.compare._naive import NaiveRun, min_max_levels, nearest_level, prune_then_quantize_, quantize_then_prune_
 from autocompress.compress import compressible_layers
 from autocompress.engine import count_bitops, measure_latency
 from autocompress.pack import read_packed
 from autocompress.plan import Plan
-from autocompress.search import STRATEGIES, CompareSettings, MeasureSettings, compare
-from autocompress.search._naive import NaiveRun, min_max_levels, nearest_level, prune_then_quantize_, quantize_then_prune_
+from autocompress.search import get_strategy
 from tests._tiny_search import settings_for
 
 QUICK = MeasureSettings(latency_rounds={1: 2, 256: 1})
@@ -166,7 +167,7 @@ def test_compare_cli_refuses_bad_input_before_training(tmp_path: Path, synthetic
     common = ["--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint), "--data-dir", str(synthetic_data_dir),
               "--output-root", str(tmp_path), "--device", "cpu"]
     assert main(["compare", "--target-size", "5KB", "--strategies", "uniform,magic", *common]) == 2
-    assert "unknown strategy magic" in capsys.readouterr().err
+    assert "error: --strategies uniform,magic: must list some of" in capsys.readouterr().err
     assert main(["compare", "--target-size", "10B", *common]) == 2
     assert "below the smallest plan" in capsys.readouterr().err
     assert main(["compare", "--target-size", "5 potatoes", *common]) == 2
@@ -180,6 +181,7 @@ def test_compare_settings_split_the_budget_the_same_way(tmp_path: Path) -> None:
     assert bo.trials * bo.epochs_per_trial + bo.final_epochs == pytest.approx(2.0)
     assert admm.admm_epochs + admm.final_epochs == pytest.approx(2.0)
     assert uniform.final_epochs == 2.0
-    assert settings.for_strategy("random").sampler == "random" and not settings.for_strategy("random").warm_start
+    random_arm = get_strategy("random").prepare(settings.for_strategy("random"))
+    assert random_arm.sampler == "random" and not random_arm.warm_start
     assert {bo.storage, admm.storage} == {f"sqlite:///{tmp_path / (search.model.replace(':', '_') + '-5000B-compare') / 'study.db'}"}
     assert dataclasses.replace(settings, name="x").folder == tmp_path / "x"

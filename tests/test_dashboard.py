@@ -26,8 +26,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autocompress.search import run_search
-
+from autocompress.runner import run_search
 from tests._browser import dump_dom, find_chromium, screenshot, visible_text
 from tests._tiny_search import settings_for
 

@@ -192,7 +192,7 @@ def test_loader_augments_with_zero_padded_crops_and_channels_last(synthetic_spli
     (x, y), (xa, ya) = next(iter(plain)), next(iter(augmented))
     assert xa.shape == x.shape and xa.dtype == torch.float32 and torch.equal(y, ya)
     assert xa.is_contiguous(memory_format=torch.channels_last)
-    assert 0.0 <= float(xa.min()) and float(xa.max()) <= 1.0
+    assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
     changed = (xa != x).flatten(1).any(dim=1).float().mean()
     assert changed > 0.9  # 1 in 162 draws is (no shift, no flip)
     zero_rows = (xa == 0).all(dim=(1, 3))  # [N, 32]: rows that zero padding filled

@@ -15,8 +15,7 @@ from torch import nn
 from autocompress.data import DataSplits
 from autocompress.engine import Distillation, train
 from autocompress.errors import AutocompressError
-from autocompress.search import run_search
-
+from autocompress.runner import run_search
 from tests._tiny_search import settings_for
 
 TinyFactory = Callable[..., nn.Module]
@@ -87,8 +86,8 @@ def test_search_with_distill_records_it_and_fine_tunes(tiny_checkpoint: Path, sy
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--distill", "--distill-temperature", "0"], "the distillation temperature must be positive, got 0.0"),
-    (["--distill-weight", "1.5"], "the distillation weight must be in [0, 1], got 1.5"),
+    (["--distill", "--distill-temperature", "0"], "--distill-temperature 0: must be a number > 0, got 0"),
+    (["--distill-weight", "1.5"], "--distill-weight 1.5: must be a number >= 0 and <= 1, got 1.5"),
 ])
 def test_cli_distill_flags_reach_the_settings_and_bad_values_are_refused_before_any_work(
     flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

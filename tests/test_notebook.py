@@ -23,7 +23,7 @@ from ipykernel.kernelspec import install as install_kernelspec
 from jupyter_client.kernelspec import KernelSpecManager
 from nbformat import NotebookNode
 
-from autocompress.search import run_search
+from autocompress.runner import run_search
 from tests._tiny_search import settings_for
 
 REPO = Path(__file__).resolve().parents[1]

@@ -80,7 +80,7 @@ def test_the_contract(weight: torch.Tensor, quantizer: Quantizer, bits: int, fra
 @pytest.mark.parametrize("quantizer", REGISTERED, ids=lambda q: q.name)
 def test_the_warm_start_hook(weight: torch.Tensor, quantizer: Quantizer) -> None:
     mask = keep_mask(weight, 0.5)
-    codes, table = quantizer.quantize(weight, mask, 3)
+    _, table = quantizer.quantize(weight, mask, 3)
     init = quantizer.next_init(table)
     if init is None:
         return

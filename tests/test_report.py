@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState, create_trial
 
+from autocompress.files import atomic_path
 from autocompress.report import (
     BASE_COLUMNS,
     pareto_frame,
@@ -21,7 +22,6 @@ from autocompress.report import (
     trials_frame,
     write_study_report,
 )
-from autocompress.files import atomic_path
 
 TARGET = 50_000
 FP32_BYTES = 1_090_000

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from autocompress.search import HeartbeatJournalStorage, best_feasible_trial, open_storage, run_search
+from autocompress.runner import run_search
+from autocompress.search import HeartbeatJournalStorage, best_feasible_trial, open_storage
 from autocompress.search._study import SurplusTrialError, claim_slot, fail_stale_trials
-
 from tests._postgres import postgres_server, why_unavailable
 from tests._tiny_search import settings_for
 
@@ -194,4 +194,4 @@ def test_bad_storage_and_worker_settings_give_one_clear_error(tiny_module: Path,
         assert process.returncode == 2 and message in output and "Traceback" not in output, output[-2000:]
     process = start_worker(f"journal:{tmp_path / 'ok.log'}", "bad", tmp_path, **common, extra=("--n-jobs", "0"))
     output, _ = process.communicate(timeout=300)
-    assert process.returncode == 2 and "n_jobs and heartbeat_seconds must be at least 1" in output, output[-2000:]
+    assert process.returncode == 2 and "error: --n-jobs 0: must be a whole number of at least 1" in output, output[-2000:]

@@ -10,7 +10,7 @@ from autocompress.compress._harden import (
     is_foldable_batchnorm,
     round_to_storage_precision_,
 )
-from autocompress.compress._layers import compressible_layers, kept_count, layer_weight_counts
+from autocompress.compress._layers import compressible_layers, full_precision_weight, kept_count, layer_weight_counts
 from autocompress.compress._quantizers import (
     QuantizedWeight,
     dequantize,
@@ -30,6 +30,7 @@ __all__ = [
     "dequantize",
     "detach_fake_quant_",
     "folded_running_var",
+    "full_precision_weight",
     "harden_",
     "is_foldable_batchnorm",
     "kept_count",

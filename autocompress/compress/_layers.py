@@ -15,16 +15,16 @@ def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def layer_weight_counts(model: nn.Module) -> dict[str, int]:
     """Number of weights of each compressible layer."""
-    return {name: _fp_weight(module).numel() for name, module in compressible_layers(model).items()}
+    return {name: full_precision_weight(module).numel() for name, module in compressible_layers(model).items()}
 
 
 def kept_count(numel: int, sparsity: float) -> int:
     """Weights a layer keeps at ``sparsity``: ``numel - round(sparsity * numel)``, at least one."""
-    pruned = int(round(sparsity * numel))
+    pruned = round(sparsity * numel)
     return max(1, numel - pruned)
 
 
-def _fp_weight(module: nn.Module) -> torch.Tensor:
+def full_precision_weight(module: nn.Module) -> torch.Tensor:
     """The full-precision weight, also when a fake-quant parametrization is attached."""
     parametrizations = getattr(module, "parametrizations", None)
     if parametrizations is not None and "weight" in parametrizations:

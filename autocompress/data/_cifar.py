@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -133,7 +133,7 @@ def _download(name: str, layout: _Layout, data_dir: Path) -> Path:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         dataset_class(root=str(data_dir), download=True)
-    except Exception as exc:  # noqa: BLE001 - network, disk and archive errors all end here
+    except Exception as exc:
         raise DataError(_missing_message(name, layout, data_dir, reason=f"the download failed: {exc}")) from exc
     folder = _find_folder(layout, data_dir)
     if folder is None:
@@ -179,7 +179,7 @@ def _read_pickle(path: Path) -> dict[Any, Any]:
     try:
         with path.open("rb") as handle:
             entry = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
-    except Exception as exc:  # noqa: BLE001 - unpickling raises many types on a damaged file
+    except Exception as exc:
         raise DataError(f"cannot read {path}: {exc}; the file is damaged or not a CIFAR batch; re-download the data set") from exc
     if not isinstance(entry, dict):
         raise DataError(f"{path} holds a {type(entry).__name__}, not the CIFAR dict layout")
@@ -189,7 +189,7 @@ def _read_pickle(path: Path) -> dict[Any, Any]:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only, so a crafted file cannot run code."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"),

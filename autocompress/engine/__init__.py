@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from autocompress.engine._device import resolve_device
-from autocompress.engine._distill import Distillation
+from autocompress.engine._distill import Distillation, distillation_problem
 from autocompress.engine._efficiency import BitOps, count_bitops, measure_latency
 from autocompress.engine._evaluate import evaluate, predict
 from autocompress.engine._train import EpochCallback, StepCallback, TrainResult, train
 
-__all__ = ["BitOps", "Distillation", "EpochCallback", "StepCallback", "TrainResult", "count_bitops", "evaluate", "measure_latency", "predict", "resolve_device", "train"]
+__all__ = [
+    "BitOps",
+    "Distillation",
+    "EpochCallback",
+    "StepCallback",
+    "TrainResult",
+    "count_bitops",
+    "distillation_problem",
+    "evaluate",
+    "measure_latency",
+    "predict",
+    "resolve_device",
+    "train",
+]

@@ -11,6 +11,15 @@ from torch import Tensor, nn
 from autocompress.errors import AutocompressError
 
 
+def distillation_problem(temperature: float, weight: float) -> str | None:
+    """What is wrong with a distillation temperature and weight, or None."""
+    if not temperature > 0:
+        return f"the distillation temperature must be positive, got {temperature:g}"
+    if not 0 <= weight <= 1:
+        return f"the distillation weight (share of the teacher term) must be in [0, 1], got {weight:g}"
+    return None
+
+
 @dataclass(frozen=True)
 class Distillation:
     """Fine-tuning loss ``(1 - weight) * CE(student, labels) + weight * T^2 * KL(teacher_T || student_T)``.
@@ -26,10 +35,9 @@ class Distillation:
     weight: float = 0.9
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise AutocompressError(f"the distillation temperature must be positive, got {self.temperature}")
-        if not 0 <= self.weight <= 1:
-            raise AutocompressError(f"the distillation weight must be in [0, 1], got {self.weight}")
+        problem = distillation_problem(self.temperature, self.weight)
+        if problem:
+            raise AutocompressError(problem)
 
     @torch.no_grad()
     def teacher_logits(self, images: Tensor) -> Tensor:

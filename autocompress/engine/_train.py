@@ -278,7 +278,7 @@ def _resume(
 ) -> _Progress:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
+    except Exception as exc:
         raise CheckpointError(f"cannot read training state {path}: {exc}; delete it to start over") from exc
     if not isinstance(payload, dict) or payload.get("format") != _STATE_FORMAT:
         raise CheckpointError(

@@ -29,7 +29,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist; check the path passed as --checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
+    except Exception as exc:
         raise CheckpointError(
             f"cannot read checkpoint {path}: {exc}; it must be a torch.save file of tensors "
             "(a state dict), not a truncated file or a pickled model object"

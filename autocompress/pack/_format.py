@@ -19,8 +19,8 @@ The plan is recoverable from the codes entries (quantizer, bits, kept count).
 from __future__ import annotations
 
 import copy
-import struct
 import io
+import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from torch import nn
 from autocompress.compress import QuantizedWeight, dequantize, folded_running_var, harden_, is_foldable_batchnorm
 from autocompress.errors import AutocompressError, PackFormatError
 from autocompress.files import check_output_path, write_bytes
+from autocompress.models import build_model
 from autocompress.pack._bits import bit_width, pack_bits, packed_length, unpack_bits
 from autocompress.pack._cost import CODES_FIELDS, ENCODINGS, GAP_COUNT, zero_runs
 from autocompress.pack._layout import (
@@ -121,8 +122,6 @@ def write_packed(
 
 def read_packed(path: str | Path) -> PackedModel:
     """Load a packed file into an ordinary module; refuse anything truncated or corrupted."""
-    from autocompress.models import build_model
-
     file_path = Path(path)
     if not file_path.is_file():
         raise PackFormatError(f"packed file {file_path} does not exist")

@@ -12,12 +12,12 @@ from torch import nn
 from autocompress.compress import (
     QuantizedWeight,
     compressible_layers,
+    full_precision_weight,
     kept_count,
     magnitude_mask,
     magnitude_ranks,
     n_levels_for,
 )
-from autocompress.compress._layers import _fp_weight
 from autocompress.pack._cost import MAX_GAP_WIDTH, LayerCost, gap_field_counts, layer_cost, zero_runs
 from autocompress.pack._layout import (
     KIND_BATCHNORM,
@@ -81,7 +81,10 @@ class SizeReport:
     def table(self) -> str:
         """Per-layer breakdown: values, index, codebook, other, total."""
         width = max([len(layer.name) for layer in self.layers] + [26])
-        head = f"{'layer':<{width}} {'weights':>9} {'sparsity':>8} {'bits':>4} {'quant':>7} {'index':>8} {'values':>9} {'index B':>8} {'codebook':>8} {'other':>6} {'total':>9}"
+        head = (
+            f"{'layer':<{width}} {'weights':>9} {'sparsity':>8} {'bits':>4} {'quant':>7} {'index':>8} "
+            f"{'values':>9} {'index B':>8} {'codebook':>8} {'other':>6} {'total':>9}"
+        )
         lines = [head, "-" * len(head)]
         for layer in self.layers:
             cost = layer.cost
@@ -99,7 +102,8 @@ class SizeReport:
             lines.append(f"{label:<{width}} {'':>9} {'':>8} {'':>4} {'':>7} {'':>8} {'':>9} {'':>8} {'':>8} {n_bytes:>6,} {n_bytes:>9,}")
         lines.append("-" * len(head))
         lines.append(
-            f"{'total':<{width}} {self.total:>{len(head) - width - 1},} bytes = {self.ratio_to_fp32:.2%} of fp32 ({self.fp32_bytes:,} bytes)"
+            f"{'total':<{width}} {self.total:>{len(head) - width - 1},} bytes = {self.ratio_to_fp32:.2%} of fp32 "
+            f"({self.fp32_bytes:,} bytes)"
         )
         return "\n".join(lines)
 
@@ -115,7 +119,7 @@ def estimate_size(model: nn.Module, plan: Plan, *, model_spec: str) -> SizeRepor
     plan.check_layers(layers)
 
     def gap_fields(name: str, n_kept: int) -> list[int]:
-        return gap_field_counts(zero_runs(magnitude_mask(_fp_weight(layers[name]), n_kept)))
+        return gap_field_counts(zero_runs(magnitude_mask(full_precision_weight(layers[name]), n_kept)))
 
     return _report(model, set(plan.layers), model_spec, lambda entry: _planned_layer_size(entry, plan, gap_fields))
 
@@ -148,7 +152,7 @@ class SizeAccountant:
 
     def layer_bytes(self, name: str, setting: LayerSetting) -> int:
         """Exact bytes of one layer's entry under ``setting`` (what it adds to ``total``)."""
-        weight = _fp_weight(self._layers[name])
+        weight = full_precision_weight(self._layers[name])
         entry = Entry(KIND_CODES, name, weight.numel(), weight.shape[0] if weight.dim() else 1)
         return _planned_layer_size(entry, Plan(layers={name: setting}), self._gap_fields).cost.total
 
@@ -166,7 +170,7 @@ class SizeAccountant:
             self._ranks_of(name)
 
     def _ranks_of(self, name: str) -> _LayerRanks:
-        weight = _fp_weight(self._layers[name])
+        weight = full_precision_weight(self._layers[name])
         stamp = (weight._version, weight.data_ptr())
         cached = self._ranks.get(name)
         if cached is None or cached.stamp != stamp:
@@ -218,7 +222,10 @@ class _LayerRanks:
 
     def last_kept_position(self, n_kept: int) -> int:
         """Flat index of the last weight among the ``n_kept`` largest (positions p with a kept weight at or after p, minus 1)."""
-        return int(torch.searchsorted(self.suffix_min, torch.tensor([n_kept], dtype=self.suffix_min.dtype, device=self.suffix_min.device))) - 1
+        return (
+            int(torch.searchsorted(self.suffix_min, torch.tensor([n_kept], dtype=self.suffix_min.dtype, device=self.suffix_min.device)))
+            - 1
+        )
 
 
 def _no_layer_cost(entry: Entry) -> LayerSize:

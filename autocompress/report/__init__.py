@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from autocompress.report._compare import format_table, plot_compare_png, write_compare_report
 from autocompress.report._frame import (
     BASE_COLUMNS,
     best_feasible,
@@ -20,14 +19,11 @@ __all__ = [
     "REPORT_FILES",
     "best_feasible",
     "feasible_ranking",
-    "format_table",
     "frame_from_trials",
     "pareto_frame",
-    "plot_compare_png",
     "plot_pareto_html",
     "plot_pareto_png",
     "summary_table",
     "trials_frame",
-    "write_compare_report",
     "write_study_report",
 ]

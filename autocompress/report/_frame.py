@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from autocompress.search import TrialRecord
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -114,30 +116,30 @@ def feasible_ranking(frame: pd.DataFrame) -> pd.DataFrame:
 def _layer_names(trials: Sequence[FrozenTrial]) -> list[str]:
     names: dict[str, None] = {}
     for trial in trials:
-        plan = trial.user_attrs.get("plan")
+        plan = TrialRecord.of(trial).plan
         if isinstance(plan, dict):
             names.update(dict.fromkeys(str(name) for name in plan))
     return list(names)
 
 
 def _trial_row(trial: FrozenTrial, layers: Sequence[str]) -> dict[str, Any]:
-    attrs = trial.user_attrs
+    record = TrialRecord.of(trial)
     row: dict[str, Any] = {
         "number": trial.number,
         "state": trial.state.name,
-        "strategy": attrs.get("strategy"),
-        "val_accuracy": _measured_accuracy(trial),
-        "packed_bytes": _optional_int(attrs.get("packed_bytes")),
-        "feasible": _optional_bool(attrs.get("feasible")),
-        "compression_ratio": _optional_float(attrs.get("compression_ratio")),
-        "mean_bits": _optional_float(attrs.get("mean_bits")),
-        "sparsity": _optional_float(attrs.get("sparsity")),
-        "repaired": _optional_bool(attrs.get("repaired")),
-        "wall_seconds": _optional_float(attrs.get("wall_seconds")),
+        "strategy": record.strategy,
+        "val_accuracy": _measured_accuracy(trial, record),
+        "packed_bytes": _optional_int(record.packed_bytes),
+        "feasible": _optional_bool(record.feasible),
+        "compression_ratio": _optional_float(record.compression_ratio),
+        "mean_bits": _optional_float(record.mean_bits),
+        "sparsity": _optional_float(record.sparsity),
+        "repaired": _optional_bool(record.repaired),
+        "wall_seconds": _optional_float(record.wall_seconds),
         "datetime_start": trial.datetime_start,
-        "fail_reason": attrs.get("fail_reason"),
+        "fail_reason": record.fail_reason,
     }
-    plan = attrs.get("plan") if isinstance(attrs.get("plan"), dict) else {}
+    plan = record.plan if isinstance(record.plan, dict) else {}
     for layer in layers:
         setting = plan.get(layer) or {}
         row[f"{layer}.sparsity"] = _optional_float(setting.get("sparsity"))
@@ -145,12 +147,12 @@ def _trial_row(trial: FrozenTrial, layers: Sequence[str]) -> dict[str, Any]:
     return row
 
 
-def _measured_accuracy(trial: FrozenTrial) -> float:
-    stored = _optional_float(trial.user_attrs.get("val_accuracy"))
+def _measured_accuracy(trial: FrozenTrial, record: TrialRecord) -> float:
+    stored = _optional_float(record.val_accuracy)
     if not math.isnan(stored):
         return stored
     state = trial.state.name
-    if state == "COMPLETE" and trial.values and trial.user_attrs.get("feasible") is not False:
+    if state == "COMPLETE" and trial.values and record.feasible is not False:
         return float(trial.values[0])
     if state == "PRUNED" and trial.intermediate_values:
         return float(trial.intermediate_values[max(trial.intermediate_values)])

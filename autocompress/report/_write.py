@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from autocompress.files import atomic_path
 from autocompress.report._frame import pareto_frame, trials_frame
 from autocompress.report._plots import plot_pareto_html, plot_pareto_png
+from autocompress.search import StudyFacts
 
 if TYPE_CHECKING:
     import optuna
@@ -33,11 +34,9 @@ def write_study_report(study: optuna.Study, folder: str | os.PathLike[str]) -> d
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {key: folder / name for key, name in REPORT_FILES.items()}
-    attrs = study.user_attrs
-    target = attrs.get("target_bytes")
-    target_bytes = int(target) if target is not None else None
-    model = attrs.get("model")
-    baseline = attrs.get("baseline_accuracy")
+    facts = StudyFacts.of(study)
+    target_bytes = int(facts.target_bytes) if facts.target_bytes is not None else None
+    model, baseline = facts.model, facts.baseline_accuracy
 
     frame = trials_frame(study)
     with atomic_path(paths["trials_csv"]) as temporary:

@@ -1,4 +1,9 @@
-"""The per-layer search: space, budget fitting, Optuna study, the whole run."""
+"""What every search strategy shares: settings, the space, budget fitting and the projection, the
+Optuna study with its storages and workers, trial records, and the Strategy protocol with its registry.
+
+The strategies themselves live in :mod:`autocompress.strategies`; a whole run with its report files is
+:func:`autocompress.runner.run_search`.
+"""
 
 from __future__ import annotations
 
@@ -11,50 +16,98 @@ from autocompress.search._budget import (
     relative_distortion,
     sensitivity_plan,
 )
-from autocompress.search._compare import STRATEGIES, CompareSettings, MeasureSettings, compare
-from autocompress.search._run import SearchOutcome, run_search
-from autocompress.search._settings import PRUNERS, SAMPLERS, SearchSettings, load_settings
-from autocompress.search._space import SearchSpace
-from autocompress.search._storage import HeartbeatJournalStorage, local_storage_file, open_storage
+from autocompress.search._context import (
+    SearchContext,
+    baseline_accuracy,
+    baseline_cache,
+    prepare_baseline,
+    prepare_context,
+    space_for,
+)
+from autocompress.search._execute import execute
+from autocompress.search._options import Option, SettingError, options_of
+from autocompress.search._outcome import SearchOutcome, outcome_of, write_best, write_best_so_far
+from autocompress.search._projection import Projection, plan_distortion, project_to_budget
+from autocompress.search._records import CONSTRAINT_NAME, StudyFacts, TrialRecord, constraint_of
+from autocompress.search._registry import STRATEGIES, register_strategy, strategy_names
+from autocompress.search._samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from autocompress.search._settings import SETTING_OPTIONS, SearchSettings, load_settings, read_preset
+from autocompress.search._space import SPACES, SearchSpace
+from autocompress.search._storage import HeartbeatJournalStorage, dashboard_argument, local_storage_file, open_storage, redact
+from autocompress.search._strategy import Strategy, get_strategy
 from autocompress.search._study import (
     METRIC_NAMES,
-    SearchContext,
+    WARM_START_ATTR,
     best_feasible_trial,
-    constraint_of,
-    make_pruner,
-    make_sampler,
+    claim_slot,
+    finished_trials,
     open_study,
-    plan_from_attrs,
+    optimize,
+    run_one_trial,
 )
+from autocompress.search._trials import finetune_plan, measure_within_budget, plan_trial, worker_name
+from autocompress.search._workers import local_workers
 
 __all__ = [
+    "CONSTRAINT_NAME",
     "METRIC_NAMES",
     "PRUNERS",
     "SAMPLERS",
-    "BudgetCheck",
-    "CompareSettings",
-    "HeartbeatJournalStorage",
-    "MeasureSettings",
+    "SETTING_OPTIONS",
+    "SPACES",
     "STRATEGIES",
+    "WARM_START_ATTR",
+    "BudgetCheck",
+    "HeartbeatJournalStorage",
+    "Option",
+    "Projection",
     "SearchContext",
     "SearchOutcome",
     "SearchSettings",
     "SearchSpace",
+    "SettingError",
+    "Strategy",
+    "StudyFacts",
     "TargetUnreachableError",
+    "TrialRecord",
+    "baseline_accuracy",
+    "baseline_cache",
     "best_feasible_trial",
     "best_uniform_plan",
     "check_target",
-    "compare",
+    "claim_slot",
     "constraint_of",
+    "dashboard_argument",
+    "execute",
+    "finetune_plan",
+    "finished_trials",
     "fit_to_budget",
+    "get_strategy",
     "load_settings",
+    "local_storage_file",
+    "local_workers",
     "make_pruner",
     "make_sampler",
-    "local_storage_file",
+    "measure_within_budget",
     "open_storage",
     "open_study",
-    "plan_from_attrs",
+    "optimize",
+    "options_of",
+    "outcome_of",
+    "plan_distortion",
+    "plan_trial",
+    "prepare_baseline",
+    "prepare_context",
+    "project_to_budget",
+    "read_preset",
+    "redact",
+    "register_strategy",
     "relative_distortion",
-    "run_search",
+    "run_one_trial",
     "sensitivity_plan",
+    "space_for",
+    "strategy_names",
+    "worker_name",
+    "write_best",
+    "write_best_so_far",
 ]

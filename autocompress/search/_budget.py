@@ -43,7 +43,7 @@ class BudgetCheck:
 
 def check_target(sizes: SizeAccountant, space: SearchSpace, target_bytes: int) -> BudgetCheck:
     """Refuse a target the space cannot reach, before any training."""
-    smallest = sizes.total(space.smallest_plan())
+    smallest = min(sizes.total(plan) for plan in space.smallest_plans())
     uncompressed = sizes.total(Plan(layers={}))
     if target_bytes < smallest:
         raise TargetUnreachableError(

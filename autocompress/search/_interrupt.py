@@ -20,7 +20,7 @@ class InterruptGuard:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: signal.Handlers | None | object = None
+        self._previous: signal.Handlers | object | None = None
         self._installed = False
 
     def __enter__(self) -> InterruptGuard:

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from autocompress.compress import compressible_layers, dequantize, kept_count, quantize
-from autocompress.compress._layers import _fp_weight
+from autocompress.compress import compressible_layers, dequantize, full_precision_weight, kept_count, quantize
 from autocompress.pack import SizeAccountant
 from autocompress.plan import LayerSetting, Plan
 from autocompress.search._budget import least_uniform_sparsity
@@ -68,7 +67,7 @@ class _Layers:
     def __init__(self, sizes: SizeAccountant, space: SearchSpace) -> None:
         modules = compressible_layers(sizes.model)
         self.names = list(space.layers)
-        self.values = {name: _fp_weight(modules[name]).detach() for name in self.names}
+        self.values = {name: full_precision_weight(modules[name]).detach() for name in self.names}
         self.numel = {name: self.values[name].numel() for name in self.names}
         self.squares = {name: torch.sort(self.values[name].reshape(-1).double().pow(2)).values.cpu().numpy() for name in self.names}
         self.least = {name: kept_count(self.numel[name], space.sparsity_max) for name in self.names}
@@ -133,7 +132,12 @@ def project_to_budget(
     seed_counts = {name: kept_count(layers.numel[name], seed.layers[name].sparsity) for name in layers.names}
     seed_plan = layers.plan(seed_counts, bits, quantizer, seed.model)
     if sizes.total(seed_plan) <= target_bytes:
-        consider(seed_counts, bits, sum(_distortions(layers, seed_counts, {n: [b] for n, b in bits.items()}, quantizer)[n][0] for n in layers.names), 0)
+        consider(
+            seed_counts,
+            bits,
+            sum(_distortions(layers, seed_counts, {n: [b] for n, b in bits.items()}, quantizer)[n][0] for n in layers.names),
+            0,
+        )
     for round_number in range(1, max_rounds + 1):
         counts = keep_for_bits(sizes, layers, bits, target_bytes, quantizer, other=other)
         if counts is None:
@@ -225,7 +229,10 @@ def bits_for_kept(
     picks: list[np.ndarray] = []
     for name in names:
         options = [
-            (-(-sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(numel[name], counts[name]), bits, quantizer)) // unit), distortion[name][index])
+            (
+                -(-sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(numel[name], counts[name]), bits, quantizer)) // unit),
+                distortion[name][index],
+            )
             for index, bits in enumerate(choices)
         ]
         updated = np.full(capacity + 1, inf)
@@ -273,7 +280,7 @@ def plan_distortion(sizes: SizeAccountant, plan: Plan) -> float:
     total = 0.0
     with torch.no_grad():
         for name, setting in plan.layers.items():
-            values = _fp_weight(modules[name]).detach().float()
+            values = full_precision_weight(modules[name]).detach().float()
             total += float((dequantize(quantize(values, setting)) - values).double().pow(2).sum())
     return total
 

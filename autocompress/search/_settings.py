@@ -1,109 +1,144 @@
-"""The effective settings of a search: preset YAML, then command-line overrides; saved as run.yaml."""
+"""The effective settings of a search: preset YAML, then command-line flags; saved as ``run.yaml``.
+
+Every setting is declared once, below, with its flag, help text and rule (``_options``). The
+dataclass applies the rules whatever the values' source; :func:`load_settings` adds where a bad value
+came from (the flag, or the preset's file and line) to the one-line error.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from torch import nn
 
-from autocompress.engine import Distillation
+from autocompress.data import dataset_names
+from autocompress.engine import distillation_problem
 from autocompress.errors import AutocompressError
 from autocompress.files import write_text
-from autocompress.search._admm import AdmmSchedule
-from autocompress.units import parse_size
+from autocompress.plan import MAX_BITS, MIN_BITS
+from autocompress.quantizers import quantizer_names
+from autocompress.search._options import (
+    SettingError,
+    apply_readers,
+    choice,
+    choices,
+    duration,
+    existing_file,
+    folder,
+    integer,
+    number,
+    option,
+    options_of,
+    plain_name,
+    sizes,
+    switch,
+    text,
+)
+from autocompress.search._options import size as size_reader
+from autocompress.search._registry import strategy_names
+from autocompress.search._samplers import pruner_names, sampler_names
+from autocompress.search._space import SPACES, space_problem
 
-SPACES = ("absolute", "relative")
-MODES = ("bo", "admm")
-SAMPLERS = ("tpe", "gp", "botorch", "nsga2", "random")
-PRUNERS = ("median", "hyperband", "none")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
+
+
+def _datasets() -> tuple[str, ...]:
+    return tuple(dataset_names())
 
 
 @dataclass
 class SearchSettings:
     """Everything a search depends on; units in the names (bytes, epochs, seconds)."""
 
-    target_bytes: int
-    model: str = "resnet18"
-    checkpoint: str | None = None
-    dataset: str = "cifar10"
-    data_dir: str = "data"
-    mode: str = "bo"
-    sampler: str = "tpe"
-    pruner: str = "median"
-    sampler_startup_trials: int = 10  # random trials before a model-based sampler takes over
-    trials: int = 40
-    timeout_seconds: float | None = None
-    storage: str | None = None  # default sqlite:///<output_root>/<study_name>/study.db
-    study_name: str | None = None  # default <model>-<target>
-    output_root: str = "studies"
-    epochs_per_trial: float = 0.5
-    final_epochs: float = 3.0
-    distill: bool = False  # the final fine-tune also learns from the uncompressed baseline's soft outputs
-    distill_temperature: float = 4.0
-    distill_weight: float = 0.9  # share of the soft (teacher) term in the loss; the rest is cross-entropy
-    lr: float = 0.01  # fine-tuning learning rate (cosine to 0)
-    batch_size: int = 128
-    device: str = "auto"
-    seed: int = 0
-    val_size: int = 5000
-    split_seed: int = 0
-    sparsity_min: float = 0.0
-    sparsity_max: float = 0.95
-    bits_min: int = 2
-    bits_max: int = 8
-    quantizers: list[str] = field(default_factory=lambda: ["clipq"])
-    baseline_epochs: float = 30.0  # training of a baseline when no checkpoint is given
-    warm_start: bool = True
-    # workers: any number of processes or machines with the same storage and study name share one study
-    n_jobs: int = 1  # worker processes this command starts on this machine (one per GPU where there are several)
-    worker: bool = False  # only run trials: no final fine-tune, no best.yaml/best.acz (another process writes them)
-    heartbeat_seconds: int = 30  # a running trial's heartbeat; silent for 3 of them, its worker is taken as dead
-    max_retries: int = 2  # times a dead worker's trial is re-queued
-    space: str = "absolute"  # or "relative": per-layer shifts around the best uniform plan
-    # mode "admm" (constrained optimisation, Yang et al. 2020): one run per target
-    targets: list[int] | None = None  # a sweep of targets (bytes); default [target_bytes]
-    admm_epochs: float = 2.0  # ADMM phase (W-steps between projections); the hard fine-tune is final_epochs
-    projections_per_epoch: int = 4
-    rho_start: float = 0.01
-    rho_end: float = 1.0
+    target_bytes: int = option(help="byte budget of the packed file: 50KB, 1MB, 512KiB, 50000", read=size_reader(),
+                               flag="--target-size", metavar="SIZE")
+    model: str = option("resnet18", help="registered model (resnet18, resnet20, ...) or package.module:factory",
+                        read=text(), flag="--model")
+    checkpoint: str | None = option(None, help="trained weights of the model; without them a baseline is trained first "
+                                               "(slow on a CPU)", read=existing_file("the model's weights"), flag="--checkpoint")
+    dataset: str = option("cifar10", help="data set", read=choice(_datasets), flag="--dataset")
+    data_dir: str = option("data", help="folder holding cifar-10-batches-py (downloaded there when online)",
+                           read=folder(), flag="--data-dir")
+    mode: str = option("bo", help="how the plan is chosen",
+                       read=choice(strategy_names), flag="--mode")
+    sampler: str = option("tpe", help="Optuna sampler of the BO study", read=choice(sampler_names), flag="--sampler")
+    pruner: str = option("median", help="Optuna pruner: stops weak trials early", read=choice(pruner_names), flag="--pruner")
+    sampler_startup_trials: int = option(10, help="random trials before a model-based sampler takes over",
+                                         read=integer(minimum=0), flag="--startup-trials")
+    trials: int = option(40, help="finished trials of the study in all (a resumed study counts its own)",
+                         read=integer(minimum=1), flag="--trials")
+    timeout_seconds: float | None = option(None, help="stop starting trials after this long: 7200, 2h, 90m",
+                                           read=duration(), flag="--timeout", metavar="DURATION")
+    storage: str | None = option(None, help="Optuna storage (default sqlite:///OUTPUT_ROOT/STUDY/study.db): any SQLAlchemy "
+                                            "URL, e.g. postgresql://user:password@host/db for workers on many machines, "
+                                            "or journal:path/study.log", read=text(), flag="--storage", metavar="URL")
+    study_name: str | None = option(None, help="study and folder name (default MODEL-TARGETB[-MODE]); the same name "
+                                               "resumes the study, and processes with the same storage and name share it",
+                                    read=plain_name(), flag="--study-name", metavar="NAME")
+    output_root: str = option("studies", help="folder of study folders", read=folder(), flag="--output-root")
+    epochs_per_trial: float = option(0.5, help="fine-tuning per trial, in epochs (fractions allowed)",
+                                     read=number(minimum=0), flag="--epochs-per-trial")
+    final_epochs: float = option(3.0, help="fine-tuning of the chosen plan at the end", read=number(minimum=0),
+                                 flag="--final-epochs")
+    distill: bool = option(False, help="the final fine-tune also learns from the uncompressed model's soft outputs "
+                                       "(knowledge distillation; about 15 % more time per step)",
+                           read=switch(), flag="--distill", const=True)
+    distill_temperature: float = option(4.0, help="softmax temperature of --distill", read=number(above=0),
+                                        flag="--distill-temperature")
+    distill_weight: float = option(0.9, help="share of the teacher term in the --distill loss", read=number(0, 1),
+                                   flag="--distill-weight")
+    lr: float = option(0.01, help="fine-tuning learning rate (cosine to 0)", read=number(above=0), flag="--lr")
+    batch_size: int = option(128, help="images per training step", read=integer(minimum=1), flag="--batch-size")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N", read=text(DEVICE_PATTERN, "auto, cpu, cuda or cuda:N"),
+                         flag="--device")
+    seed: int = option(0, help="seed of training and sampling", read=integer(minimum=0), flag="--seed")
+    val_size: int = option(5000, help="validation images carved from the training set (they choose; test only reports)",
+                           read=integer(minimum=1), flag="--val-size")
+    split_seed: int = option(0, help="seed of the stratified train/val split", read=integer(minimum=0), flag="--split-seed")
+    sparsity_min: float = option(0.0, help="least sparsity of a layer (share of its weights pruned)",
+                                 read=number(minimum=0, below=1), flag="--min-sparsity")
+    sparsity_max: float = option(0.95, help="most sparsity of a layer", read=number(minimum=0, below=1),
+                                 flag="--max-sparsity")
+    bits_min: int = option(2, help="fewest bits of a layer's codes", read=integer(MIN_BITS, MAX_BITS), flag="--min-bits")
+    bits_max: int = option(8, help="most bits of a layer's codes", read=integer(MIN_BITS, MAX_BITS), flag="--max-bits")
+    quantizers: list[str] = option(help="comma-separated quantizers; several are searched per layer",
+                                   read=choices(quantizer_names), flag="--quantizers", default_factory=lambda: ["clipq"])
+    baseline_epochs: float = option(30.0, help="training of a baseline when no checkpoint is given", read=number(above=0),
+                                    flag="--baseline-epochs")
+    warm_start: bool = option(True, help="start the BO study from the uniform, projection and sensitivity plans",
+                              read=switch(), flag="--no-warm-start", const=False)
+    n_jobs: int = option(1, help="worker processes on this machine (one per GPU where there are several)",
+                         read=integer(minimum=1), flag="--n-jobs")
+    worker: bool = option(False, help="join the study as a worker: run trials only, and leave the final fine-tune and "
+                                      "files to the process started without --worker", read=switch(), flag="--worker",
+                          const=True)
+    heartbeat_seconds: int = option(30, help="seconds between a running trial's heartbeats; a trial silent for three is "
+                                             "taken as its worker's death, marked failed and re-queued",
+                                    read=integer(minimum=1), flag="--heartbeat")
+    max_retries: int = option(2, help="times a dead worker's trial is re-queued", read=integer(minimum=0),
+                              flag="--max-retries")
+    space: str = option("absolute", help="what the sampler searches: absolute per-layer values, or shifts around the "
+                                         "projection plan", read=choice(lambda: SPACES), flag="--space")
+    targets: list[int] | None = option(None, help="admm: a sweep of targets, e.g. 200KB,100KB,50KB (one run each)",
+                                       read=sizes(), flag="--targets", metavar="SIZES")
+    admm_epochs: float = option(2.0, help="admm: epochs of ADMM training before the plan is made hard",
+                                read=number(above=0), flag="--admm-epochs")
+    projections_per_epoch: int = option(4, help="admm: projections onto the size budget (Z-steps) per epoch",
+                                        read=integer(minimum=1), flag="--projections-per-epoch")
+    rho_start: float = option(0.01, help="admm: penalty weight at the start (grows geometrically)", read=number(above=0),
+                              flag="--rho-start")
+    rho_end: float = option(1.0, help="admm: penalty weight at the last projection", read=number(above=0),
+                            flag="--rho-end")
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise AutocompressError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.pruner not in PRUNERS:
-            raise AutocompressError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        if self.space not in SPACES:
-            raise AutocompressError(f"space must be one of {', '.join(SPACES)}, got {self.space!r}")
-        if self.mode not in MODES:
-            raise AutocompressError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.targets is not None and (not self.targets or any(target <= 0 for target in self.targets)):
-            raise AutocompressError(f"targets must be a non-empty list of positive sizes, got {self.targets!r}")
-        self.admm_schedule()  # refuses a bad ADMM schedule now, before any work
-        Distillation(nn.Identity(), temperature=self.distill_temperature, weight=self.distill_weight)  # refuses bad values now
-        if self.targets is not None and self.mode != "admm":
-            raise AutocompressError("--targets (a sweep of targets) needs --mode admm; a BO study has one target")
-        if self.trials < 1 or self.epochs_per_trial < 0 or self.final_epochs < 0:
-            raise AutocompressError("trials must be at least 1 and epochs non-negative")
-        if self.n_jobs < 1 or self.heartbeat_seconds < 1 or self.max_retries < 0:
-            raise AutocompressError(f"n_jobs and heartbeat_seconds must be at least 1 and max_retries at least 0, got "
-                                    f"n_jobs={self.n_jobs}, heartbeat_seconds={self.heartbeat_seconds}, max_retries={self.max_retries}")
-        if self.mode == "admm" and (self.n_jobs > 1 or self.worker):
-            raise AutocompressError("--n-jobs and --worker apply to --mode bo; an ADMM run is one process per target")
-
-    def final_distillation(self, baseline: nn.Module) -> Distillation | None:
-        """The final fine-tune's distillation from ``baseline`` (``None`` unless ``distill``)."""
-        if not self.distill:
-            return None
-        return Distillation(baseline, temperature=self.distill_temperature, weight=self.distill_weight)
-
-    def admm_schedule(self) -> AdmmSchedule:
-        """The ADMM mode's training schedule from these settings."""
-        return AdmmSchedule(epochs=self.admm_epochs, projections_per_epoch=self.projections_per_epoch,
-                            rho_start=self.rho_start, rho_end=self.rho_end, lr=self.lr, batch_size=self.batch_size)
+        apply_readers(self)
+        for fields, problem in _cross_problems(self):
+            if problem:
+                raise SettingError(fields, problem)
 
     @property
     def resolved_targets(self) -> list[int]:
@@ -112,13 +147,12 @@ class SearchSettings:
 
     @property
     def resolved_study_name(self) -> str:
+        """``study_name``, else ``MODEL-TARGETB`` for the BO mode and ``MODEL-TARGET(S)B-MODE`` for the others."""
         if self.study_name:
             return self.study_name
-        model = self.model.replace(":", "_").replace(".", "_")
-        if self.mode == "admm":
-            sweep = "-".join(f"{target}B" for target in self.resolved_targets)
-            return f"{model}-{sweep}-admm"
-        return f"{model}-{self.target_bytes}B"
+        model = self.model.replace(":", "_").replace(".", "_").replace("/", "_")
+        sweep = "-".join(f"{target}B" for target in self.resolved_targets)
+        return f"{model}-{sweep}" if self.mode == "bo" else f"{model}-{sweep}-{self.mode}"
 
     @property
     def study_dir(self) -> Path:
@@ -128,6 +162,10 @@ class SearchSettings:
     def resolved_storage(self) -> str:
         return self.storage or f"sqlite:///{self.study_dir / 'study.db'}"
 
+    @property
+    def num_classes(self) -> int:
+        return 100 if self.dataset == "cifar100" else 10
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -135,33 +173,119 @@ class SearchSettings:
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-_FIELDS = {item.name for item in dataclasses.fields(SearchSettings)}
-_ALIASES = {"target_size": "target_bytes", "timeout": "timeout_seconds"}
+def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str | None]]:
+    """The rules that tie several settings together: (the fields, what is wrong or None)."""
+    return [
+        (("sparsity_min", "sparsity_max", "bits_min", "bits_max", "quantizers"),
+         space_problem(settings.sparsity_min, settings.sparsity_max, settings.bits_min, settings.bits_max,
+                       tuple(settings.quantizers))),
+        (("distill_temperature", "distill_weight"), distillation_problem(settings.distill_temperature, settings.distill_weight)),
+        (("rho_start", "rho_end"), None if settings.rho_start <= settings.rho_end else
+         f"rho_start ({settings.rho_start:g}) must not exceed rho_end ({settings.rho_end:g}): the ADMM penalty only grows"),
+        (("targets", "mode"), None if settings.targets is None or settings.mode == "admm" else
+         "targets (a sweep of targets) needs mode admm; the other modes have one target (target_size)"),
+        (("n_jobs", "worker", "mode"), None if settings.mode == "bo" or (settings.n_jobs == 1 and not settings.worker) else
+         f"n_jobs and worker apply to mode bo, where trials can run side by side; mode {settings.mode} runs in one process"),
+    ]
 
 
-def load_settings(preset: Path | None, overrides: dict[str, Any]) -> SearchSettings:
-    """Preset values (if any), then every override that is not None."""
+SETTING_OPTIONS = options_of(SearchSettings)
+_ALIASES = {
+    **{declared.flag.lstrip("-").replace("-", "_"): name for name, declared in SETTING_OPTIONS.items() if declared.flag},
+    "target_bytes": "target_bytes",
+    "timeout": "timeout_seconds",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a value came from, for error messages: a flag, or a preset's file and line."""
+
+    flag: str | None = None
+    preset: Path | None = None
+    line: int | None = None
+    key: str | None = None
+
+    def describe(self, value: Any) -> str:
+        if self.flag is not None:
+            shown = "" if isinstance(value, bool) else f" {value}"
+            return f"{self.flag}{shown}"
+        return f"{self.preset}, line {self.line} ({self.key})"
+
+
+def load_settings(preset: Path | str | None, flags: dict[str, Any]) -> SearchSettings:
+    """Preset values (if any), then every flag value that is not None, checked together.
+
+    ``flags`` maps setting names (or their flag-style aliases) to raw values. Any problem is one
+    :class:`AutocompressError` naming the setting, where it came from, and what is allowed."""
     values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
     if preset is not None:
-        if not preset.is_file():
-            raise AutocompressError(f"preset {preset} does not exist; the presets are in studies/*.yaml")
-        document = yaml.safe_load(preset.read_text()) or {}
-        if not isinstance(document, dict):
-            raise AutocompressError(f"{preset}: expected a mapping of settings")
-        values.update({_ALIASES.get(key, key): value for key, value in document.items()})
-    values.update({_ALIASES.get(key, key): value for key, value in overrides.items() if value is not None})
-    unknown = set(values) - _FIELDS
-    if unknown:
-        raise AutocompressError(f"unknown setting(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_FIELDS))}")
-    if isinstance(values.get("targets"), str):
-        values["targets"] = [part.strip() for part in values["targets"].split(",") if part.strip()]
-    if values.get("targets") is not None:
-        values["targets"] = [parse_size(target) for target in values["targets"]]
-        if values["targets"] and "target_bytes" not in values:
-            values["target_bytes"] = max(values["targets"])
+        for key, (value, line) in read_preset(Path(preset)).items():
+            name = _setting_name(key, Path(preset), line)
+            values[name], sources[name] = value, Source(preset=Path(preset), line=line, key=key)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        name = _ALIASES.get(key, key)
+        if name not in SETTING_OPTIONS:
+            raise AutocompressError(f"unknown setting {key!r}")
+        values[name], sources[name] = value, Source(flag=SETTING_OPTIONS[name].flag or f"{name}=")
     if "target_bytes" not in values:
-        raise AutocompressError("no target: pass --target-size (e.g. 50KB, 1MB) or set target_size in the preset")
-    values["target_bytes"] = parse_size(values["target_bytes"])
-    if isinstance(values.get("quantizers"), str):
-        values["quantizers"] = [part.strip() for part in values["quantizers"].split(",")]
-    return SearchSettings(**values)
+        if values.get("targets"):
+            values["target_bytes"] = _largest_target(values, sources)
+        else:
+            raise AutocompressError("no target: pass --target-size (e.g. 50KB, 1MB) or set target_size in the preset")
+    try:
+        return SearchSettings(**values)
+    except SettingError as error:
+        raise AutocompressError(located(error, values, sources)) from None
+
+
+def located(error: SettingError, values: dict[str, Any], sources: dict[str, Source]) -> str:
+    """The error with the source of the first of its fields that was given (flag or preset line)."""
+    for name in error.fields:
+        if name in sources:
+            return f"{sources[name].describe(values[name])}: {error.problem}"
+    return str(error)
+
+
+def _largest_target(values: dict[str, Any], sources: dict[str, Source]) -> Any:
+    try:
+        return max(SETTING_OPTIONS["targets"].read(values["targets"]))
+    except ValueError as error:
+        raise AutocompressError(f"{sources['targets'].describe(values['targets'])}: targets {error}") from None
+
+
+def _setting_name(key: str, preset: Path, line: int) -> str:
+    name = _ALIASES.get(key, key)
+    if name in SETTING_OPTIONS:
+        return name
+    known = sorted(set(SETTING_OPTIONS) | set(_ALIASES))
+    close = difflib.get_close_matches(key, known, n=2)
+    hint = f"; did you mean {' or '.join(close)}?" if close else f"; the settings are: {', '.join(sorted(SETTING_OPTIONS))}"
+    raise AutocompressError(f"{preset}, line {line}: unknown setting {key!r}{hint}")
+
+
+def read_preset(path: Path) -> dict[str, tuple[Any, int]]:
+    """The preset's settings with the line each is on; one clear error for a missing or malformed file."""
+    if path.is_dir():
+        raise AutocompressError(f"preset {path} is a directory; give a YAML file such as studies/resnet20-50KB.yaml")
+    if not path.is_file():
+        raise AutocompressError(f"preset {path} does not exist; the presets are in studies/*.yaml")
+    content = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        node = yaml.compose(content, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(content)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise AutocompressError(f"{path}{where}: not valid YAML ({reason}); fix the file and run again") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict) or not isinstance(node, yaml.MappingNode):
+        raise AutocompressError(f"{path}: a preset is a mapping of settings (key: value per line), got "
+                                f"{type(document).__name__}")
+    lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+    return {str(key): (value, lines.get(str(key), 1)) for key, value in document.items()}

@@ -6,7 +6,24 @@ from dataclasses import dataclass, replace
 
 import optuna
 
+from autocompress.errors import AutocompressError
 from autocompress.plan import MAX_BITS, MIN_BITS, QUANTIZERS, LayerSetting, Plan
+
+SPACES: tuple[str, ...] = ("absolute", "relative")
+
+
+def space_problem(sparsity_min: float, sparsity_max: float, bits_min: int, bits_max: int,
+                  quantizers: tuple[str, ...]) -> str | None:
+    """What is wrong with these bounds (shared by every layer), or None."""
+    if not 0.0 <= sparsity_min <= sparsity_max < 1.0:
+        return (f"sparsity bounds must satisfy 0 <= sparsity_min <= sparsity_max < 1, got {sparsity_min:g} and "
+                f"{sparsity_max:g} (sparsity is the share of a layer's weights that are pruned)")
+    if not MIN_BITS <= bits_min <= bits_max <= MAX_BITS:
+        return f"bit bounds must satisfy {MIN_BITS} <= bits_min <= bits_max <= {MAX_BITS}, got {bits_min} and {bits_max}"
+    unknown = [name for name in quantizers if name not in QUANTIZERS]
+    if not quantizers or unknown:
+        return f"quantizers must be some of {', '.join(QUANTIZERS)}, got {', '.join(quantizers) or 'none'}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -24,13 +41,9 @@ class SearchSpace:
     bits_shift: int = 1  # relative space: each layer's bits within anchor +- this
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.sparsity_min <= self.sparsity_max < 1.0:
-            raise ValueError(f"sparsity bounds must satisfy 0 <= min <= max < 1, got {self.sparsity_min}, {self.sparsity_max}")
-        if not MIN_BITS <= self.bits_min <= self.bits_max <= MAX_BITS:
-            raise ValueError(f"bit bounds must satisfy {MIN_BITS} <= min <= max <= {MAX_BITS}, got {self.bits_min}, {self.bits_max}")
-        unknown = set(self.quantizers) - set(QUANTIZERS)
-        if not self.quantizers or unknown:
-            raise ValueError(f"quantizers must be some of {', '.join(QUANTIZERS)}, got {', '.join(self.quantizers)}")
+        problem = space_problem(self.sparsity_min, self.sparsity_max, self.bits_min, self.bits_max, self.quantizers)
+        if problem:
+            raise AutocompressError(problem)
 
     def suggest(self, trial: optuna.Trial, *, model: str | None = None) -> Plan:
         """The trial's plan. Absolute space: parameters ``<layer>.sparsity``, ``<layer>.bits`` (and
@@ -91,7 +104,7 @@ class SearchSpace:
         """The same bounds, searched as shifts around ``anchor`` (which names every layer)."""
         missing = [name for name in self.layers if name not in anchor.layers]
         if missing:
-            raise ValueError(f"the anchor plan lacks layers {', '.join(missing[:3])}")
+            raise AutocompressError(f"the anchor plan lacks layers {', '.join(missing[:3])}")
         return replace(self, anchor=anchor)
 
     def _clamp_sparsity(self, sparsity: float) -> float:
@@ -100,7 +113,8 @@ class SearchSpace:
     def _clamp_bits(self, bits: int) -> int:
         return min(max(bits, self.bits_min), self.bits_max)
 
-    def smallest_plan(self, *, model: str | None = None) -> Plan:
-        """The plan of fewest bytes the space allows (every layer at maximum sparsity and minimum bits)."""
-        quantizer = "uniform" if "uniform" in self.quantizers and self.bits_min <= 2 else self.quantizers[0]
-        return Plan.uniform(self.layers, sparsity=self.sparsity_max, bits=self.bits_min, quantizer=quantizer, model=model)
+    def smallest_plans(self, *, model: str | None = None) -> list[Plan]:
+        """For each quantizer, the plan of fewest bytes the space allows with it (every layer at maximum
+        sparsity and minimum bits); which of them is smallest depends on the model's layers."""
+        return [Plan.uniform(self.layers, sparsity=self.sparsity_max, bits=self.bits_min, quantizer=quantizer, model=model)
+                for quantizer in self.quantizers]

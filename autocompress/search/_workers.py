@@ -1,6 +1,6 @@
 """``--n-jobs``: more worker processes on this machine, each joining the same study.
 
-A worker is a whole ``run_search`` in a fresh (spawned) process with ``worker=True``: it loads
+A worker is a whole run (``execute``) in a fresh (spawned) process with ``worker=True``: it loads
 the data and the baseline itself, opens the study by its storage and name, and runs trials until
 the study holds the requested count. The processes share nothing but the storage, exactly like
 workers on other machines, so one code path serves both. On a machine with several GPUs each
@@ -14,13 +14,12 @@ import dataclasses
 import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 
 import torch
 
+from autocompress.search._execute import execute_worker
 from autocompress.search._settings import SearchSettings
 
 JOIN_SECONDS = 60.0  # how long the leading process waits for a worker after the study is done or interrupted
@@ -52,7 +51,7 @@ def local_workers(settings: SearchSettings, *, log: Callable[[str], None] = prin
     for index in range(1, settings.n_jobs):
         worker = dataclasses.replace(settings, n_jobs=1, worker=True, device=worker_device(settings.device, index))
         log_path = settings.study_dir / f"worker-{index}.log"
-        process = context.Process(target=run_worker, args=(worker.to_dict(), threads, str(log_path)),
+        process = context.Process(target=execute_worker, args=(worker.to_dict(), threads, str(log_path)),
                                   name=f"autocompress-worker-{index}")
         process.start()
         processes.append(process)
@@ -73,20 +72,3 @@ def local_workers(settings: SearchSettings, *, log: Callable[[str], None] = prin
             if process.exitcode not in (0, 130, -signal.SIGINT):
                 log(f"{process.name} ended with exit code {process.exitcode}; see its log in {settings.study_dir}")
         torch.set_num_threads(previous_threads)
-
-
-def run_worker(settings_fields: dict, threads: int, log_path: str) -> None:
-    """Entry point of a spawned worker: its output goes to ``log_path``."""
-    from autocompress.search._run import run_search
-
-    os.setpgrp()  # a terminal's Ctrl-C reaches the leading process only, which passes it on once
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", buffering=1) as stream:
-        os.dup2(stream.fileno(), sys.stdout.fileno())
-        os.dup2(stream.fileno(), sys.stderr.fileno())
-        torch.set_num_threads(threads)
-        try:
-            run_search(SearchSettings(**settings_fields))
-        except KeyboardInterrupt:
-            print("interrupted: finished trials are saved in the study", flush=True)
-            sys.exit(130)

@@ -6,7 +6,7 @@ ADMM splits it with a copy Z of the weights that must satisfy the constraint:
 * **W-step**: SGD on ``loss(W) + rho/2 * ||W - Z + U||^2`` (the penalty's gradient,
   ``rho * (W - Z + U)``, is added to each plan layer's weight gradient by a hook);
 * **Z-step**: ``Z = projection(W + U)`` onto the size constraint
-  (:func:`~autocompress.search._projection.project_to_budget`), which also chooses
+  (:func:`~autocompress.search.project_to_budget`), which also chooses
   every layer's sparsity and bits;
 * **dual update**: ``U <- U + W - Z``;
 * ``rho`` grows geometrically from ``rho_start`` to ``rho_end`` over the
@@ -29,20 +29,21 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from autocompress.compress import compressible_layers, dequantize, kept_count, magnitude_mask, quantize
-from autocompress.compress._layers import _fp_weight
+from autocompress.compress import compressible_layers, dequantize, full_precision_weight, kept_count, magnitude_mask, quantize
 from autocompress.data import TensorSet
 from autocompress.engine import train
 from autocompress.errors import AutocompressError
 from autocompress.pack import SizeAccountant
 from autocompress.plan import Plan
-from autocompress.search._projection import Projection, project_to_budget
-from autocompress.search._space import SearchSpace
+from autocompress.search import Projection, SearchSettings, SearchSpace, project_to_budget
 
 
 @dataclass(frozen=True)
 class AdmmSchedule:
-    """How long the ADMM phase trains, how often it projects, and how ``rho`` grows."""
+    """How long the ADMM phase trains, how often it projects, and how ``rho`` grows.
+
+    Its values are checked where they are set, as settings (``SearchSettings``: admm_epochs > 0,
+    projections_per_epoch >= 1, 0 < rho_start <= rho_end); :meth:`of` builds it from them."""
 
     epochs: float = 2.0
     projections_per_epoch: int = 4
@@ -51,12 +52,10 @@ class AdmmSchedule:
     lr: float = 0.01
     batch_size: int = 128
 
-    def __post_init__(self) -> None:
-        if not (self.epochs > 0 and self.projections_per_epoch >= 1 and 0 < self.rho_start <= self.rho_end):
-            raise AutocompressError(
-                f"ADMM needs --admm-epochs > 0, --projections-per-epoch >= 1 and 0 < --rho-start <= --rho-end; got "
-                f"{self.epochs}, {self.projections_per_epoch}, {self.rho_start}, {self.rho_end}"
-            )
+    @classmethod
+    def of(cls, settings: SearchSettings) -> AdmmSchedule:
+        return cls(epochs=settings.admm_epochs, projections_per_epoch=settings.projections_per_epoch,
+                   rho_start=settings.rho_start, rho_end=settings.rho_end, lr=settings.lr, batch_size=settings.batch_size)
 
     def projections(self) -> int:
         return max(1, round(self.epochs * self.projections_per_epoch))
@@ -90,12 +89,12 @@ class AdmmState:
 
     def __post_init__(self) -> None:
         modules = compressible_layers(self.model)
-        self.weights = {name: _fp_weight(modules[name]) for name in self.space.layers}
+        self.weights = {name: full_precision_weight(modules[name]) for name in self.space.layers}
         self.u = {name: torch.zeros_like(weight) for name, weight in self.weights.items()}
         self.z = {name: weight.detach().clone() for name, weight in self.weights.items()}
         self._shadow = copy.deepcopy(self.model)
         self._sizes = SizeAccountant(self._shadow, model_spec=self.model_spec)
-        self._shadow_weights = {name: _fp_weight(module) for name, module in compressible_layers(self._shadow).items()}
+        self._shadow_weights = {name: full_precision_weight(module) for name, module in compressible_layers(self._shadow).items()}
 
     def project(self, *, with_duals: bool = True) -> Projection:
         """Z-step: ``Z = projection(W + U)`` (or of W alone); returns the projection (plan and bytes)."""

@@ -37,8 +37,7 @@ FAILURE_SENTENCES = {
                                  "are among those it keeps",
     "kept_codes_changed_by_retraining": "retraining changed the code of {:.2%} of the kept weights",
 }
-STRATEGY_MARKERS = {"baseline (fp32)": "*", "uniform": "s", "prune-then-quantize": "v", "quantize-then-prune": "^",
-                    "bo": "o", "admm": "D", "random": "x"}
+MARKERS = "sv^oDxP<>hd"  # one per strategy, in the table's order
 
 
 def format_table(frame: pd.DataFrame, *, markdown: bool = False) -> str:
@@ -51,8 +50,10 @@ def format_table(frame: pd.DataFrame, *, markdown: bool = False) -> str:
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
     widths = [max(len(text) for text in column) for column in zip(headings, *body)]
-    align = lambda cells: "  ".join(  # noqa: E731
-        cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths)))
+
+    def align(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths)))
+
     return "\n".join([align(headings), align(["-" * width for width in widths]), *map(align, body)])
 
 
@@ -114,8 +115,8 @@ def plot_compare_png(frame: pd.DataFrame, target_bytes: int, path: str | os.Path
     figure = Figure(figsize=(8.0, 5.2), dpi=120, layout="constrained")
     axes = figure.add_subplot()
     compressed = frame[frame["strategy"] != "baseline (fp32)"]
-    for _, row in compressed.iterrows():
-        axes.scatter(row["bytes"] / 1000, row["test_accuracy"], s=60, marker=STRATEGY_MARKERS.get(row["strategy"], "o"),
+    for index, (_, row) in enumerate(compressed.iterrows()):
+        axes.scatter(row["bytes"] / 1000, row["test_accuracy"], s=60, marker=MARKERS[index % len(MARKERS)],
                      label=f"{row['strategy']} ({row['test_accuracy']:.2%})")
     axes.axvline(target_bytes / 1000, color="#d62728", linestyle="--", label=f"target {format_size(target_bytes)}")
     baseline = frame[frame["strategy"] == "baseline (fp32)"]

@@ -43,8 +43,10 @@ from autocompress.compress import (
 )
 from autocompress.data import DataSplits
 from autocompress.engine import evaluate, train
-from autocompress.pipeline import recalibrate_bn
+from autocompress.pipeline import finetune_under_plan_, recalibrate_bn
 from autocompress.plan import LayerSetting, Plan
+from autocompress.search import SearchContext, SearchOutcome, Strategy, plan_trial, register_strategy
+from autocompress.strategies import uniform_plan
 
 StepCallback = Callable[[int], None]
 
@@ -219,3 +221,50 @@ def _nonzero_share(values: dict[str, torch.Tensor], where: dict[str, torch.Tenso
 
 def _val(model: nn.Module, run: NaiveRun) -> float:
     return evaluate(model, run.splits.val, device=run.device)
+
+
+NaivePipeline = Callable[[nn.Module, Plan, NaiveRun], NaiveOutcome]
+
+
+class NaiveStrategy(Strategy):
+    """A naive pipeline on the best uniform plan, packed at the plan's sparsity and bits with a k-means
+    codebook of the naive model's own levels (where it can keep them)."""
+
+    pipeline: NaivePipeline
+
+    def run(self, context: SearchContext) -> SearchOutcome:
+        plan = uniform_plan(context)
+        setting = next(iter(plan.layers.values()))
+        context.log(f"plan: every layer at sparsity {setting.sparsity:.3f} and {setting.bits} bits")
+        return plan_trial(context, plan, strategy=self.name, train=self.train)
+
+    def train(self, model: nn.Module, plan: Plan, context: SearchContext) -> tuple[Plan, dict[str, object]]:
+        settings = context.settings
+        run = NaiveRun(context.splits, context.device, settings.final_epochs, lr=settings.lr,
+                       batch_size=settings.batch_size, seed=settings.seed, on_step=context.interrupt.check)
+        outcome = type(self).pipeline(model, plan, run)
+        packing_plan = Plan({name: LayerSetting(setting.sparsity, setting.bits, "kmeans") for name, setting in plan.layers.items()},
+                            model=plan.model)
+        # no training: attaches the k-means fake quantization and recalibrates BN under it
+        finetune_under_plan_(model, packing_plan, context.splits.train, device=context.device, epochs=0, seed=settings.seed)
+        return packing_plan, {"failure": outcome.measurements, "stage_val_accuracy": outcome.stage_val_accuracy}
+
+
+class PruneThenQuantize(NaiveStrategy):
+    name = "prune-then-quantize"
+    summary = ("magnitude pruning + retraining, then min-max linear quantization of the whole tensor (no code kept "
+               "for zero), then QAT")
+    hyperparameters = ("target size", "pruning retraining epochs", "QAT epochs", "learning rate")
+    pipeline = staticmethod(prune_then_quantize_)
+
+
+class QuantizeThenPrune(NaiveStrategy):
+    name = "quantize-then-prune"
+    summary = ("QAT with every weight kept, then magnitude pruning of the quantized weights, then retraining "
+               "without a full-precision copy")
+    hyperparameters = ("target size", "QAT epochs", "pruning retraining epochs", "learning rate")
+    pipeline = staticmethod(quantize_then_prune_)
+
+
+register_strategy(PruneThenQuantize())
+register_strategy(QuantizeThenPrune())

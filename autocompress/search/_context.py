@@ -1,0 +1,145 @@
+"""What every strategy is given: the settings, the baseline, the data, the space, the sizes, the study.
+
+:func:`prepare_context` does the work every run shares, in the order that loses nothing: the model
+and its checkpoint, the space and the targets (an unreachable target is refused here, before any data
+is read or any file written), the data, the baseline (trained first when no checkpoint is given), the
+study folder and ``run.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+from torch import nn
+
+from autocompress.compress import compressible_layers
+from autocompress.data import DataSplits, DeviceLoader, prepare_splits
+from autocompress.engine import evaluate, resolve_device, train
+from autocompress.models import build_model, load_checkpoint, save_checkpoint
+from autocompress.pack import SizeAccountant
+from autocompress.search._budget import BudgetCheck, check_target
+from autocompress.search._interrupt import InterruptGuard
+from autocompress.search._settings import SearchSettings
+from autocompress.search._space import SearchSpace
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SearchContext:
+    """What a strategy needs, passed in explicitly; ``study`` is set once the run opens it."""
+
+    settings: SearchSettings
+    baseline: nn.Module
+    splits: DataSplits
+    space: SearchSpace
+    device: torch.device
+    budgets: list[BudgetCheck]  # one per target, largest target first
+    log: Log = print
+    interrupt: InterruptGuard = field(default_factory=InterruptGuard)
+    study: optuna.Study | None = None
+    study_created: bool = False  # this process created the study (it queues the warm starts)
+    sizes: SizeAccountant = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sizes = SizeAccountant(self.baseline, model_spec=self.model_spec)
+
+    @property
+    def model_spec(self) -> str:
+        return self.settings.model
+
+    @property
+    def target_bytes(self) -> int:
+        return self.settings.target_bytes
+
+    @property
+    def opened_study(self) -> optuna.Study:
+        if self.study is None:
+            raise RuntimeError("the study is not open yet")
+        return self.study
+
+    def for_target(self, target_bytes: int) -> SearchContext:
+        """The same context aimed at another target (a sweep); the study and the interrupt guard are shared."""
+        moved = dataclasses.replace(self, settings=dataclasses.replace(self.settings, target_bytes=target_bytes))
+        moved.sizes = self.sizes
+        return moved
+
+
+def prepare_context(settings: SearchSettings, *, log: Log = print) -> SearchContext:
+    """Model, targets, data and baseline for ``settings``; the study folder and its ``run.yaml``."""
+    device = resolve_device(settings.device)
+    probe = build_model(settings.model, num_classes=settings.num_classes)
+    if settings.checkpoint is not None:
+        load_checkpoint(probe, settings.checkpoint)
+    space = space_for(probe, settings)
+    probe_sizes = SizeAccountant(probe, model_spec=settings.model)
+    budgets = [check_target(probe_sizes, space, target) for target in settings.resolved_targets]
+    splits = prepare_splits(settings.dataset, settings.data_dir, val_size=settings.val_size, split_seed=settings.split_seed)
+    baseline = probe if settings.checkpoint is not None else prepare_baseline(settings, splits, device, log=log)
+    baseline.to(device).eval()
+    settings.study_dir.mkdir(parents=True, exist_ok=True)
+    settings.save(settings.study_dir / "run.yaml")
+    return SearchContext(settings, baseline, splits, space, device, budgets, log=log)
+
+
+def space_for(model: nn.Module, settings: SearchSettings) -> SearchSpace:
+    """The absolute space of the settings' bounds over the model's compressible layers."""
+    return SearchSpace(layers=tuple(compressible_layers(model)), sparsity_min=settings.sparsity_min,
+                       sparsity_max=settings.sparsity_max, bits_min=settings.bits_min, bits_max=settings.bits_max,
+                       quantizers=tuple(settings.quantizers))
+
+
+def baseline_accuracy(model: nn.Module, splits: DataSplits, device: torch.device) -> dict[str, float]:
+    return {"val": evaluate(model, splits.val, device=device), "test": evaluate(model, splits.test, device=device)}
+
+
+def prepare_baseline(settings: SearchSettings, splits: DataSplits, device: torch.device, *, log: Log = print) -> nn.Module:
+    """Train (or load the cached) baseline for a model given without weights; say how long it takes."""
+    model = build_model(settings.model, num_classes=splits.num_classes)
+    cache = baseline_cache(settings)
+    if cache.exists():
+        load_checkpoint(model, cache)
+        log(f"baseline: cached {cache}")
+        return model
+    seconds = seconds_per_step(model, splits, device, settings.batch_size)
+    steps = settings.baseline_epochs * (len(splits.train) // settings.batch_size)
+    log(
+        f"no --checkpoint: training a {settings.model} baseline for {settings.baseline_epochs:g} epochs first "
+        f"(about {seconds * steps / 3600:.1f} h on {device}, {seconds:.2f} s per step); it is cached in {cache}, "
+        f"and an interrupted run resumes. Pass --checkpoint to compress your own trained model instead."
+    )
+    train(model, splits.train, device=device, epochs=settings.baseline_epochs, lr=0.1, batch_size=settings.batch_size,
+          seed=settings.seed, val_set=splits.val, checkpoint_path=cache.with_name(cache.name + ".state"))
+    save_checkpoint(cache, model, model_spec=settings.model, dataset=settings.dataset, seed=settings.seed)
+    return model
+
+
+def baseline_cache(settings: SearchSettings) -> Path:
+    """Where the baseline trained for a search without --checkpoint is kept (by model, dataset and seed)."""
+    return Path(settings.output_root) / "baselines" / f"{settings.model.replace(':', '_')}-{settings.dataset}-s{settings.seed}.pt"
+
+
+def seconds_per_step(model: nn.Module, splits: DataSplits, device: torch.device, batch_size: int) -> float:
+    """Time of one training step, measured on a copy (for the time estimate)."""
+    probe = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.SGD(probe.parameters(), lr=0.0)
+    loader = DeviceLoader(splits.train, batch_size=batch_size, device=device, augment=True, shuffle=True, seed=0, drop_last=True)
+    batches = loader.iter_epoch(0)
+    timings = []
+    for _ in range(3):
+        images, labels = next(batches)
+        started = time.perf_counter()
+        torch.nn.functional.cross_entropy(probe(images), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - started)
+    return min(timings[1:])

@@ -1,0 +1,103 @@
+"""The files a run leaves in its study folder: ``best.yaml`` and ``best.acz``, and the best trial so far."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from autocompress.files import write_text
+from autocompress.pipeline import CompressedModel, harden_and_measure
+from autocompress.plan import Plan
+from autocompress.search._context import SearchContext
+from autocompress.search._records import StudyFacts, TrialRecord
+from autocompress.search._study import best_feasible_trial
+from autocompress.units import format_size
+
+
+@dataclass
+class SearchOutcome:
+    """Where the results are and the headline numbers (``best_plan`` None when nothing feasible finished)."""
+
+    study_dir: Path
+    study_name: str
+    storage: str
+    best_plan: Plan | None = None
+    packed_path: Path | None = None
+    trivial: bool = False  # the target needed no compression: no study was run
+
+    @classmethod
+    def empty(cls, context: SearchContext) -> SearchOutcome:
+        settings = context.settings
+        return cls(settings.study_dir, settings.resolved_study_name, settings.resolved_storage)
+
+
+def write_best(folder: Path, compressed: CompressedModel, context: SearchContext, *, trial_number: int,
+               extra: dict[str, Any] | None = None) -> Plan:
+    """Write ``best.acz`` (checked against the target) and ``best.yaml`` (plan + measured results) into ``folder``."""
+    packed_path = folder / "best.acz"
+    compressed.write(packed_path)
+    n_bytes = os.path.getsize(packed_path)
+    if n_bytes > context.target_bytes:  # the writer's own check makes this unreachable; a file over budget never ships
+        packed_path.unlink()
+        raise AssertionError(f"{packed_path} was {n_bytes} bytes, over the target {context.target_bytes}; removed")
+    study = context.opened_study
+    final_plan = compressed.plan
+    final_plan.model, final_plan.target_bytes = context.model_spec, context.target_bytes
+    final_plan.result = {
+        "packed_bytes": n_bytes,
+        "compression_ratio": round(compressed.size.ratio_to_fp32 ** -1, 2),
+        "accuracy": {"val": round(float(compressed.val_accuracy or 0.0), 4), "test": round(float(compressed.test_accuracy or 0.0), 4)},
+        "baseline_accuracy": {key: round(float(value), 4) for key, value in (StudyFacts.of(study).baseline_accuracy or {}).items()},
+        "trial": trial_number,
+        **(extra or {}),
+        "settings": context.settings.to_dict(),
+    }
+    final_plan.save(folder / "best.yaml")
+    return final_plan
+
+
+def outcome_of(context: SearchContext, plan: Plan, folder: Path) -> SearchOutcome:
+    outcome = SearchOutcome.empty(context)
+    outcome.best_plan, outcome.packed_path = plan, folder / "best.acz"
+    return outcome
+
+
+def write_trivial_result(context: SearchContext, uncompressed_bytes: int) -> SearchOutcome:
+    """The target is at least the uncompressed size: nothing to search; the trivial plan is the answer."""
+    settings, folder = context.settings, context.settings.study_dir
+    plan = Plan(layers={}, model=settings.model, target_bytes=settings.target_bytes)
+    compressed = harden_and_measure(context.baseline, plan, model_spec=settings.model, num_classes=context.splits.num_classes,
+                                    device=context.device, splits=context.splits, measure_test=True)
+    compressed.write(folder / "best.acz")
+    plan.result = {"packed_bytes": compressed.size.total, "accuracy": {"val": round(compressed.val_accuracy or 0.0, 4),
+                   "test": round(compressed.test_accuracy or 0.0, 4)}, "note": "target above the uncompressed size: no compression needed"}
+    document = plan.to_dict()
+    document["layers"] = {}  # the plan format asks for layers; an empty mapping says "nothing compressed"
+    write_text(folder / "best.yaml", yaml.safe_dump(document, sort_keys=False))
+    context.log(f"target {format_size(settings.target_bytes)} is at least the uncompressed size "
+                f"{format_size(uncompressed_bytes)}: no compression needed; wrote the trivial plan and {folder / 'best.acz'}")
+    outcome = outcome_of(context, plan, folder)
+    outcome.trivial = True
+    return outcome
+
+
+def write_best_so_far(study: optuna.Study, folder: Path, model_spec: str, target_bytes: int) -> None:
+    """Persist the best feasible plan after every trial (before its final fine-tune)."""
+    best = best_feasible_trial(study)
+    if best is None:
+        return
+    record = TrialRecord.of(best)
+    plan = record.plan_for(model_spec)
+    plan.target_bytes = target_bytes
+    plan.result = {
+        "trial": best.number,
+        "packed_bytes": record.packed_bytes,
+        "accuracy": {"val": round(float(best.value or 0.0), 4)},
+        "note": "best trial so far, before the final fine-tune",
+    }
+    plan.save(folder / "best_trial.yaml")

@@ -1,0 +1,61 @@
+"""The Optuna samplers and pruners a study can use, by name: one entry each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial
+
+
+@dataclass(frozen=True)
+class SamplerRecipe:
+    """How to make one sampler: ``make(seed, n_startup_trials, constraints)``.
+
+    ``constraints`` reads a finished trial's constraint values (feasible when all are <= 0). Optuna's own
+    samplers read what each trial sets with ``Trial.set_constraint``; optuna-integration's BoTorch sampler
+    still takes it as a function.
+    """
+
+    summary: str
+    make: Callable[[int, int, Callable[[FrozenTrial], list[float]]], optuna.samplers.BaseSampler]
+
+
+def _botorch(seed: int, startup: int, constraints: Callable[[FrozenTrial], list[float]]) -> optuna.samplers.BaseSampler:
+    from optuna_integration import BoTorchSampler  # an optional heavy import: only when asked for
+
+    return BoTorchSampler(seed=seed, n_startup_trials=startup, constraints_func=constraints)
+
+
+SAMPLERS: dict[str, SamplerRecipe] = {
+    "tpe": SamplerRecipe("multivariate TPE",
+                         lambda seed, startup, _: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)),
+    "gp": SamplerRecipe("Gaussian-process BO", lambda seed, startup, _: optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)),
+    "botorch": SamplerRecipe("BoTorch (qEI with constraints)", _botorch),
+    "nsga2": SamplerRecipe("NSGA-II", lambda seed, _startup, _: optuna.samplers.NSGAIISampler(seed=seed)),
+    "random": SamplerRecipe("random search", lambda seed, _startup, _: optuna.samplers.RandomSampler(seed=seed)),
+}
+
+PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(),
+    "none": lambda: optuna.pruners.NopPruner(),
+}
+
+
+def sampler_names() -> tuple[str, ...]:
+    return tuple(SAMPLERS)
+
+
+def pruner_names() -> tuple[str, ...]:
+    return tuple(PRUNERS)
+
+
+def make_sampler(name: str, *, seed: int, n_startup_trials: int,
+                 constraints: Callable[[FrozenTrial], list[float]]) -> optuna.samplers.BaseSampler:
+    return SAMPLERS[name].make(seed, n_startup_trials, constraints)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    return PRUNERS[name]()

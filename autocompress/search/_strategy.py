@@ -1,0 +1,62 @@
+"""The Strategy protocol and its registry: one entry per way of choosing a plan.
+
+A strategy receives a :class:`~autocompress.search.SearchContext` (the settings, the baseline, the
+data, the space, the exact size accountant, the opened study) and returns a
+:class:`~autocompress.search.SearchOutcome`. Whatever it does inside (Optuna trials, ADMM training,
+a single allocation), it must:
+
+* record every candidate it measures as a trial of ``context.study`` with a
+  :class:`~autocompress.search.TrialRecord` (so ``report``, the Pareto files and the dashboard show it);
+* write ``best.yaml`` and ``best.acz`` (at most the target) with
+  :func:`~autocompress.search.write_best` unless it runs as a worker (``settings.worker``);
+* call ``context.interrupt.check`` often (every training step does), so Ctrl-C stops it with every
+  finished trial kept, and leave a rerun of the same command to resume.
+
+``budget_settings`` says how the strategy spends a training budget of ``epochs`` in ``autocompress
+compare``. A new strategy is one module that subclasses :class:`Strategy` and calls
+:func:`register_strategy`; ``search --mode`` and ``compare --strategies`` find it by name. The built-in
+ones live in :mod:`autocompress.strategies` and, for the naive baselines of the comparison, in
+:mod:`autocompress.compare`; both are loaded on first use of the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from autocompress.search._registry import registered
+
+if TYPE_CHECKING:
+    from autocompress.search._context import SearchContext
+    from autocompress.search._outcome import SearchOutcome
+    from autocompress.search._settings import SearchSettings
+
+class Strategy(ABC):
+    """One way of choosing a per-layer plan under the exact byte budget."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line: what it does (help texts, compare.md)
+    hyperparameters: ClassVar[tuple[str, ...]]  # what a user of it must choose besides the model (compare's count)
+
+    @abstractmethod
+    def run(self, context: SearchContext) -> SearchOutcome:
+        """Choose a plan, record what was measured in ``context.study`` and write the best files."""
+
+    def prepare(self, settings: SearchSettings) -> SearchSettings:
+        """The settings this strategy runs under (saved as ``run.yaml``); by default the given ones."""
+        return settings
+
+    def describe(self, settings: SearchSettings) -> str:
+        """One line for the start of a run: what this strategy will do with these settings."""
+        return f"{self.name}: {self.summary}; final fine-tune {settings.final_epochs:g} epoch(s)"
+
+    def budget_settings(self, settings: SearchSettings, *, epochs: float, trials: int) -> SearchSettings:
+        """The settings under which this strategy spends ``epochs`` of fine-tuning in all (``compare``).
+        By default all of it goes to the final fine-tune of the one plan the strategy chooses."""
+        return dataclasses.replace(settings, final_epochs=epochs, trials=1, epochs_per_trial=0.0, warm_start=False)
+
+
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy called ``name``."""
+    return cast(Strategy, registered(name))

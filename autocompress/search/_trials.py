@@ -1,0 +1,104 @@
+"""What every strategy's trials share: fine-tune a plan, measure it within the budget, record it."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from autocompress.engine import Distillation
+from autocompress.errors import AutocompressError
+from autocompress.pack import SizeAccountant
+from autocompress.pipeline import CompressedModel, finetune_under_plan_, harden_and_measure
+from autocompress.plan import Plan
+from autocompress.search._budget import fit_to_budget
+from autocompress.search._context import SearchContext
+from autocompress.search._outcome import SearchOutcome, outcome_of, write_best
+from autocompress.search._records import TrialRecord
+from autocompress.search._study import run_one_trial
+from autocompress.units import format_size
+
+# Trains ``model`` (a copy of the baseline) the strategy's way, in place; returns the plan to pack it with
+# and the strategy's own measurements (recorded with the trial).
+Trainer = Callable[[nn.Module, Plan, SearchContext], tuple[Plan, dict[str, Any]]]
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, recorded with each trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def measure_within_budget(model: nn.Module, plan: Plan, context: SearchContext, *, measure_test: bool = False) -> CompressedModel:
+    """Harden and measure; if fine-tuning moved zeros so that the index grew past the budget, refit
+    the plan on the fine-tuned weights (a slightly higher sparsity, no retraining)."""
+
+    def measure(candidate: Plan) -> CompressedModel:
+        return harden_and_measure(model, candidate, model_spec=context.model_spec, num_classes=context.splits.num_classes,
+                                  device=context.device, splits=context.splits, measure_test=measure_test)
+
+    compressed = measure(plan)
+    if compressed.size.total > context.target_bytes:
+        refitted = fit_to_budget(SizeAccountant(model, model_spec=context.model_spec), plan, context.space, context.target_bytes)
+        if refitted is not None:
+            compressed = measure(refitted)
+    return compressed
+
+
+def final_distillation(context: SearchContext) -> Distillation | None:
+    """The final fine-tune's distillation from the baseline (None unless ``distill`` is set)."""
+    settings = context.settings
+    if not settings.distill:
+        return None
+    return Distillation(context.baseline, temperature=settings.distill_temperature, weight=settings.distill_weight)
+
+
+def finetune_plan(model: nn.Module, plan: Plan, context: SearchContext, *, masks: dict[str, torch.Tensor] | None = None) -> None:
+    """The final fine-tune of ``plan`` on ``model`` (in place): ``final_epochs`` of in-parallel
+    pruning-quantization at the settings' lr and seed, distilled when ``distill`` is set."""
+    settings = context.settings
+    finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.final_epochs,
+                         lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed, on_step=context.interrupt.check,
+                         masks=masks, distillation=final_distillation(context))
+
+
+def train_final(model: nn.Module, plan: Plan, context: SearchContext) -> tuple[Plan, dict[str, Any]]:
+    """The :data:`Trainer` of the joint strategies: the final fine-tune, packed with the plan itself."""
+    finetune_plan(model, plan, context)
+    return plan, {}
+
+
+def plan_trial(context: SearchContext, plan: Plan, *, strategy: str, train: Trainer = train_final,
+               extra: dict[str, Any] | None = None) -> SearchOutcome:
+    """One trial that trains ``plan`` the strategy's way, measures it (test included: it is final), records
+    it, and writes ``best.yaml`` and ``best.acz``. The single-plan strategies are this and a plan."""
+    study = context.opened_study
+
+    def work(trial: optuna.Trial) -> tuple[float, tuple[CompressedModel, dict[str, Any]]]:
+        started = time.perf_counter()
+        TrialRecord(strategy=strategy, worker=worker_name(), target_bytes=context.target_bytes).write(trial)
+        model = copy.deepcopy(context.baseline)
+        packing_plan, measurements = train(model, plan, context)
+        compressed = measure_within_budget(model, packing_plan, context, measure_test=True)
+        record = TrialRecord.measured(compressed, target_bytes=context.target_bytes,
+                                      wall_seconds=time.perf_counter() - started, strategy=strategy)
+        record.extra = measurements
+        record.write(trial)
+        return float(compressed.val_accuracy or 0.0), (compressed, measurements)
+
+    result = run_one_trial(study, work)
+    if result is None:
+        raise AutocompressError(f"{strategy}: the training diverged (loss not finite); try a lower --lr")
+    trial_number, (compressed, measurements) = result
+    folder = context.settings.study_dir
+    facts = {"strategy": strategy, **(extra or {}), **({"measurements": measurements} if measurements else {})}
+    written = write_best(folder, compressed, context, trial_number=trial_number, extra=facts)
+    context.log(f"{folder / 'best.acz'}: {format_size(written.result['packed_bytes'])} (target "
+                f"{format_size(context.target_bytes)}), val {compressed.val_accuracy:.2%}, test {compressed.test_accuracy:.2%}")
+    return outcome_of(context, written, folder)

@@ -1,0 +1,27 @@
+"""The built-in ways of choosing a plan, one module each; importing this package registers them.
+
+``search --mode NAME`` and ``compare --strategies NAME,...`` find them in the registry
+(:func:`autocompress.search.get_strategy`). A new strategy is one more module here: subclass
+:class:`autocompress.search.Strategy` and call :func:`autocompress.search.register_strategy`.
+"""
+
+from __future__ import annotations
+
+from autocompress.strategies._admm import AdmmStrategy
+from autocompress.strategies._admm_train import AdmmSchedule, AdmmState, admm_train_
+from autocompress.strategies._bo import BoStrategy, RandomStrategy, warm_start_plans
+from autocompress.strategies._single import ProjectionStrategy, UniformStrategy, projection_plan, uniform_plan
+
+__all__ = [
+    "AdmmSchedule",
+    "AdmmState",
+    "AdmmStrategy",
+    "BoStrategy",
+    "ProjectionStrategy",
+    "RandomStrategy",
+    "UniformStrategy",
+    "admm_train_",
+    "projection_plan",
+    "uniform_plan",
+    "warm_start_plans",
+]
