@@ -96,10 +96,11 @@ def add_setting_flags(parser: argparse.ArgumentParser, cls: type, names: Iterabl
             keywords.update(metavar=declared.metavar or getattr(declared.read, "metavar", "VALUE"), default=given)
             if typed:
                 keywords["type"] = _as_type(declared.read)
+        assert declared.flag is not None, f"setting {name!r} has no command-line flag"
         parser.add_argument(declared.flag, **keywords)
 
 
-def _shared_parsers() -> dict[str, argparse.ArgumentParser]:
+def _shared_parsers() -> dict[str, ArgumentParser]:
     from autocompress.search import SearchSettings
 
     parents = {}

@@ -197,6 +197,7 @@ def measure_runs(settings: CompareSettings, runs: list[StrategyRun], *, measure:
     search = settings.search
     device = resolve_device(search.device)
     baseline = build_model(search.model, num_classes=search.num_classes)
+    assert search.checkpoint is not None, "run_compare sets the checkpoint (the cached baseline when none was given)"
     load_checkpoint(baseline, search.checkpoint)
     fp32_bytes = sum(tensor.numel() * 4 for tensor in baseline.state_dict().values() if tensor.is_floating_point())
     input_shape = (3, 32, 32)

@@ -33,10 +33,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.compress import (
+    CompressibleLayer,
     attach_fake_quant_,
     compressible_layers,
     dequantize,
     detach_fake_quant_,
+    full_precision_weight,
     kept_count,
     magnitude_mask,
     quantize,
@@ -75,6 +77,8 @@ class NaiveOutcome:
 
 class _NearestLevel(nn.Module):
     """Parametrization: the nearest level of a fixed codebook forward, identity gradient backward."""
+
+    levels: torch.Tensor  # a buffer, sorted
 
     def __init__(self, levels: torch.Tensor) -> None:
         super().__init__()
@@ -125,7 +129,7 @@ def prune_then_quantize_(model: nn.Module, plan: Plan, run: NaiveRun) -> NaiveOu
         _train_phase(model, run, phase=1)
         recalibrate_bn(model, run.splits.train, device=run.device, seed=run.seed)
         outcome.stage_val_accuracy["after_qat"] = _val(model, run)
-        latent = {name: layers[name].parametrizations["weight"].original.detach().clone() for name in plan.layers}
+        latent = {name: full_precision_weight(layers[name]).detach().clone() for name in plan.layers}
     finally:
         _detach_(layers, keep_quantized=True)  # the model computes with the quantized weights: they are its result
     after_qat = {name: layers[name].weight.detach() for name in plan.layers}
@@ -194,18 +198,18 @@ def _train_phase(model: nn.Module, run: NaiveRun, *, phase: int, after_step: Cal
               seed=run.seed + phase * 1000, progress=run.progress, on_step=on_step)
 
 
-def _zero_pruned_(layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+def _zero_pruned_(layers: dict[str, CompressibleLayer], masks: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, mask in masks.items():
             layers[name].weight.mul_(mask)
 
 
-def _attach_(layers: dict[str, nn.Module], codebooks: dict[str, torch.Tensor]) -> None:
+def _attach_(layers: dict[str, CompressibleLayer], codebooks: dict[str, torch.Tensor]) -> None:
     for name, levels in codebooks.items():
         parametrize.register_parametrization(layers[name], "weight", _NearestLevel(levels.to(layers[name].weight.device)))
 
 
-def _detach_(layers: dict[str, nn.Module], *, keep_quantized: bool) -> None:
+def _detach_(layers: dict[str, CompressibleLayer], *, keep_quantized: bool) -> None:
     """Remove the codebook parametrizations, leaving the quantized weights or the full-precision ones."""
     for name in layers:
         if parametrize.is_parametrized(layers[name], "weight"):

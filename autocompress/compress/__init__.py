@@ -10,7 +10,13 @@ from autocompress.compress._harden import (
     is_foldable_batchnorm,
     round_to_storage_precision_,
 )
-from autocompress.compress._layers import compressible_layers, full_precision_weight, kept_count, layer_weight_counts
+from autocompress.compress._layers import (
+    CompressibleLayer,
+    compressible_layers,
+    full_precision_weight,
+    kept_count,
+    layer_weight_counts,
+)
 from autocompress.compress._quantizers import (
     QuantizedWeight,
     dequantize,
@@ -23,6 +29,7 @@ from autocompress.compress._quantizers import (
 )
 
 __all__ = [
+    "CompressibleLayer",
     "FakeQuantize",
     "QuantizedWeight",
     "attach_fake_quant_",

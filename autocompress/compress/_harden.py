@@ -9,6 +9,8 @@ fp32 weights.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -34,7 +36,7 @@ def harden_(model: nn.Module, plan: Plan) -> dict[str, QuantizedWeight]:
     return quantized
 
 
-def is_foldable_batchnorm(module: nn.Module) -> bool:
+def is_foldable_batchnorm(module: nn.Module) -> TypeGuard[_BatchNorm]:
     return isinstance(module, _BatchNorm) and module.affine and module.track_running_stats
 
 
@@ -49,11 +51,12 @@ def round_to_storage_precision_(model: nn.Module) -> None:
         for module in model.modules():
             if is_foldable_batchnorm(module):
                 _fold_batchnorm_(module)
-            elif isinstance(getattr(module, "bias", None), torch.Tensor) and module.bias.is_floating_point():
-                module.bias.copy_(module.bias.half().float())
+            elif isinstance(bias := getattr(module, "bias", None), torch.Tensor) and bias.is_floating_point():
+                bias.copy_(bias.half().float())
 
 
 def _fold_batchnorm_(bn: _BatchNorm) -> None:
+    assert bn.running_mean is not None and bn.running_var is not None  # foldable: it tracks running stats
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias - bn.running_mean * scale
     bn.weight.copy_(scale.half().float())

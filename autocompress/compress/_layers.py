@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import torch
 from torch import nn
 
-COMPRESSIBLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+CompressibleLayer: TypeAlias = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
+"""A layer a plan may name: its ``weight`` is a tensor (a parametrized one included)."""
+
+COMPRESSIBLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
+def compressible_layers(model: nn.Module) -> dict[str, CompressibleLayer]:
     """Conv and linear layers in ``named_modules`` order, keyed by qualified name."""
     return {name: module for name, module in model.named_modules() if isinstance(module, COMPRESSIBLE_TYPES)}
 
@@ -24,7 +29,7 @@ def kept_count(numel: int, sparsity: float) -> int:
     return max(1, numel - pruned)
 
 
-def full_precision_weight(module: nn.Module) -> torch.Tensor:
+def full_precision_weight(module: CompressibleLayer) -> torch.Tensor:
     """The full-precision weight, also when a fake-quant parametrization is attached."""
     parametrizations = getattr(module, "parametrizations", None)
     if parametrizations is not None and "weight" in parametrizations:

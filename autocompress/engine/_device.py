@@ -48,7 +48,8 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[obje
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move ``model`` to ``device`` (in place), channels-last on CUDA; returns it."""
     if uses_fast_path(device):
-        return model.to(device=device, memory_format=torch.channels_last)
+        # Module.to accepts device and memory_format together; torch's overload stubs list them apart
+        return model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model.to(device=device)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from autocompress.compress import compressible_layers
+from autocompress.compress import CompressibleLayer, compressible_layers
 
 FLOAT_BITS = 32
 
@@ -52,7 +52,7 @@ def count_bitops(
     counts: dict[str, tuple[int, int]] = {}
 
     def hook_for(name: str):  # noqa: ANN202
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        def hook(module: CompressibleLayer, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             uses_per_weight = _uses_per_weight(module, output)
             weight = module.weight.detach()
             counts[name] = (weight.numel() * uses_per_weight, int(torch.count_nonzero(weight)) * uses_per_weight)

@@ -83,7 +83,7 @@ def _import_factory(spec: str) -> ModelFactory:
         obj = getattr(obj, part)
     if not callable(obj):
         raise ModelSpecError(f"{spec!r} names {type(obj).__name__}, not a callable model factory")
-    return obj  # type: ignore[return-value]
+    return obj
 
 
 def _accepts_num_classes(factory: ModelFactory) -> bool:

@@ -24,10 +24,12 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from autocompress.compress import QuantizedWeight, dequantize, folded_running_var, harden_, is_foldable_batchnorm
 from autocompress.errors import AutocompressError, PackFormatError
@@ -109,7 +111,7 @@ def write_packed(
         if entry.kind == KIND_CODES:
             body.write(_codes_entry(entry, quantized[entry.name]))
         elif entry.kind == KIND_BATCHNORM:
-            body.write(_batchnorm_entry(modules[entry.name]))
+            body.write(_batchnorm_entry(cast(_BatchNorm, modules[entry.name])))  # model_entries: foldable batch norms only
         else:
             body.write(_plain_entry(entry, state))
     content = body.getvalue()
@@ -197,7 +199,8 @@ def _positions_from_gaps(fields: np.ndarray, width: int) -> np.ndarray:
     return (np.cumsum(advance) - 1)[fields != escape]
 
 
-def _batchnorm_entry(bn: nn.Module) -> bytes:
+def _batchnorm_entry(bn: _BatchNorm) -> bytes:
+    assert bn.running_mean is not None and bn.running_var is not None  # foldable: it tracks running stats
     with torch.no_grad():
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         shift = bn.bias - bn.running_mean * scale

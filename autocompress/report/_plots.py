@@ -46,7 +46,7 @@ def plot_pareto_png(
     groups = _groups(frame)
     figure = Figure(figsize=(8.0, 5.2), dpi=120, layout="constrained")
     axes = figure.add_subplot()
-    styles = {
+    styles: dict[str, tuple[str, dict[str, Any]]] = {
         "pruned": ("pruned", {"s": 14, "c": _PRUNED_COLOUR, "alpha": 0.35}),
         "over_budget": ("over budget", {"s": 30, "marker": "x", "c": _OVER_BUDGET_COLOUR}),
         "feasible": ("feasible", {"s": 26, "c": _FEASIBLE_COLOUR, "alpha": 0.85}),

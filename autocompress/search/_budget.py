@@ -68,6 +68,8 @@ def fit_to_budget(sizes: SizeAccountant, plan: Plan, space: SearchSpace, target_
     """
     plan_at = lambda t: _toward_smallest(plan, space, t)  # noqa: E731
     over_at = lambda t: sizes.total(plan_at(t)) - target_bytes  # noqa: E731
+    over_low: float  # bytes over the target at low and high; Illinois halves the stale end's
+    over_high: float
     low, over_low = 0.0, over_at(0.0)
     if over_low <= 0:
         return plan

@@ -51,8 +51,8 @@ def local_workers(settings: SearchSettings, *, log: Callable[[str], None] = prin
     for index in range(1, settings.n_jobs):
         worker = dataclasses.replace(settings, n_jobs=1, worker=True, device=worker_device(settings.device, index))
         log_path = settings.study_dir / f"worker-{index}.log"
-        process = context.Process(target=execute_worker, args=(worker.to_dict(), threads, str(log_path)),
-                                  name=f"autocompress-worker-{index}")
+        process: BaseProcess = context.Process(target=execute_worker, args=(worker.to_dict(), threads, str(log_path)),
+                                               name=f"autocompress-worker-{index}")
         process.start()
         processes.append(process)
         log(f"worker {index}: pid {process.pid} on {worker.device} ({threads} thread(s)), log {log_path}")

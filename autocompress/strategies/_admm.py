@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class AdmmStrategy(Strategy):
                 continue
             aimed = context.for_target(target)
             context.log(f"ADMM at {format_size(target)}")
-            result = run_one_trial(study, lambda trial, aimed=aimed: admm_trial(trial, aimed))
+            result = run_one_trial(study, functools.partial(admm_trial, context=aimed))
             if result is None:
                 context.log("  failed: the training diverged (loss not finite); try a lower --lr or --rho-end")
                 continue

@@ -185,9 +185,9 @@ def admm_train_(
     """
     model.to(device)
     state = AdmmState(model, space, target_bytes, model_spec, rho=schedule.rho_start)
-    state.project()
+    first = state.project()
     if on_projection is not None:
-        on_projection(0, state.projection, state)
+        on_projection(0, first, state)
     steps_per_epoch = max(len(train_set) // schedule.batch_size, 1)
     total_steps = math.ceil(schedule.epochs * steps_per_epoch)
     every = max(total_steps // schedule.projections(), 1)

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 import optuna
 import torch
@@ -58,8 +59,8 @@ REPORTS_PER_TRIAL = 4
 class BoStrategy(Strategy):
     name = "bo"
     summary = "per-layer sparsity and bits by Bayesian optimisation (an Optuna study), in-parallel pruning-quantization (CLIP-Q)"
-    hyperparameters = ("target size", "trials", "epochs per trial", "final epochs", "learning rate", "sampler", "pruner",
-                       "max sparsity", "min bits", "max bits")
+    hyperparameters: ClassVar[tuple[str, ...]] = ("target size", "trials", "epochs per trial", "final epochs", "learning rate",
+                                                  "sampler", "pruner", "max sparsity", "min bits", "max bits")
 
     def describe(self, settings: SearchSettings) -> str:
         return (f"running to {settings.trials} trials; target {format_size(settings.target_bytes)}; sampler "
