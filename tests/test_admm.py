@@ -300,3 +300,19 @@ def test_admm_refuses_an_unreachable_target_before_training(tiny_checkpoint: Pat
     with pytest.raises(TargetUnreachableError, match="smallest plan"):
         run_search(settings, log=lambda _: None)
     assert not settings.study_dir.exists()
+
+
+def test_on_the_real_resnet20_a_larger_coefficient_buys_a_layer_more_of_the_budget(shared_dir: Path) -> None:
+    from autocompress.search import Projector
+
+    model = build_model("resnet20")
+    load_checkpoint(model, shared_dir / "weights" / "akamaster" / "resnet20-12fca82f.th")
+    space = space_of(model, sparsity_max=0.95, bits_min=2, bits_max=6)
+    sizes = SizeAccountant(model, model_spec="resnet20")
+    projector = Projector(sizes, space)
+    seed = best_uniform_by_distortion(sizes, space, 50_000)
+    plain = projector.project(50_000, seed=seed)
+    for favoured in ("conv1", "layer2.1.conv2", "linear"):
+        weighted = projector.project(50_000, seed=seed, coefficients={favoured: 8.0})
+        assert weighted.packed_bytes <= 50_000
+        assert sizes.layer_bytes(favoured, weighted.plan.layers[favoured]) > sizes.layer_bytes(favoured, plain.plan.layers[favoured])

@@ -167,3 +167,18 @@ def test_the_package_does_not_import_plan_compress_or_pack() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("quantizer", REGISTERED, ids=lambda q: q.name)
+def test_distortions_equal_the_error_of_quantizing(quantizer: Quantizer) -> None:
+    from autocompress.compress import magnitude_mask
+
+    torch.manual_seed(3)
+    for shape, kept in (((16, 8, 3, 3), 300), ((10, 64), 640), ((32, 16, 3, 3), 4000)):
+        weight = torch.randn(shape) * 0.05
+        mask = magnitude_mask(weight, kept)
+        fast = quantizer.distortions(weight, mask, [1, 2, 3, 5, 8])
+        for bits, error in zip([1, 2, 3, 5, 8], fast):
+            codes, table = quantizer.quantize(weight, mask, bits)
+            exact = float((quantizer.dequantize(codes, table, bits) - weight).double().pow(2).sum())
+            assert error == pytest.approx(exact, rel=1e-6, abs=1e-9)

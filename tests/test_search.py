@@ -31,6 +31,7 @@ from autocompress.search import (
     fit_to_budget,
     load_settings,
 )
+from autocompress.search import plan_distortion
 from autocompress.search._interrupt import InterruptGuard
 from tests._tiny_search import settings_for
 
@@ -293,3 +294,85 @@ def test_a_projection_that_prunes_layers_to_the_maximum_stays_inside_the_space(r
     at_maximum = [name for name, setting in projected.layers.items() if setting.sparsity == space.sparsity_max]
     assert at_maximum  # at exactly the bound, not a hair above it
     assert space.represents(projected)
+
+
+def test_the_weighted_projection_at_all_ones_is_the_projection(resnet20) -> None:
+    from autocompress.search import Projector, project_to_budget
+
+    space = SearchSpace(layers=tuple(compressible_layers(resnet20)), bits_max=6, sparsity_max=0.95)
+    sizes = SizeAccountant(resnet20, model_spec="resnet20")
+    uniform = best_uniform_plan(sizes, space, 50_000)
+    plain = project_to_budget(sizes, space, 50_000, seed=uniform)
+    projector = Projector(sizes, space)
+    ones = projector.project(50_000, seed=uniform, coefficients=dict.fromkeys(space.layers, 1.0))
+    assert ones.plan.layers == plain.plan.layers and ones.distortion == plain.distortion
+    coefficients = {name: 0.5 + index % 3 for index, name in enumerate(space.layers)}
+    weighted = projector.project(50_000, seed=uniform, coefficients=coefficients)
+    assert sizes.total(weighted.plan) == weighted.packed_bytes <= 50_000
+    per_layer = {name: plan_distortion(sizes, Plan({name: setting})) for name, setting in weighted.plan.layers.items()}
+    assert weighted.distortion == pytest.approx(sum(coefficients[name] * value for name, value in per_layer.items()), rel=1e-6)
+
+
+def test_layers_are_grouped_by_their_role_in_a_stage() -> None:
+    from autocompress.search import layer_groups
+
+    layers = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.shortcut.0", "linear"]
+    assert layer_groups(layers, "role") == {
+        "conv1": ("conv1",), "layer1.conv1": ("layer1.0.conv1", "layer1.1.conv1"), "layer1.conv2": ("layer1.0.conv2",),
+        "layer2.conv1": ("layer2.0.conv1",), "layer2.shortcut": ("layer2.0.shortcut.0",), "linear": ("linear",)}
+    assert layer_groups(["0", "3", "8"], "role") == {"0": ("0",), "3": ("3",), "8": ("8",)}  # a Sequential's layers
+    assert list(layer_groups(layers, "layer")) == layers
+
+
+def test_the_cheap_score_is_repeatable_and_grows_with_compression(tiny_checkpoint: Path, synthetic_splits) -> None:
+    from autocompress.models import build_model, load_checkpoint
+    from autocompress.search import PlanScorer, ScoreSettings
+
+    model = build_model("tinynet:tiny")
+    load_checkpoint(model, tiny_checkpoint)
+    scorer = PlanScorer(model, synthetic_splits.train, device=torch.device("cpu"), settings=ScoreSettings(images=256, bn_images=128))
+    layers = list(compressible_layers(model))
+    mild, harsh = (Plan.uniform(layers, sparsity=sparsity, bits=bits) for sparsity, bits in ((0.2, 6), (0.9, 2)))
+    first, again = scorer.score_plan(mild), scorer.score_plan(mild)
+    assert first.kl == again.kl and first.agreement == again.agreement  # fixed images, fixed BN batches
+    assert 0 <= first.kl < scorer.score_plan(harsh).kl
+    assert scorer.score_model(model).kl == pytest.approx(0.0, abs=1e-6)  # the baseline against itself
+    assert 0.0 <= first.agreement <= 1.0
+
+
+def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
+    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
+                            trial_score="kl", sampler="cmaes", trials=6, finetune_top=2, study_name="kl",
+                            score_images=256, score_bn_images=128)
+    outcome = run_search(settings, log=lambda _: None)
+    study = optuna.load_study(study_name="kl", storage=settings.resolved_storage)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and study.metric_names == ["kl_to_baseline"]
+    scored = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(scored) == 6 and all(t.user_attrs["fidelity"] == "score" and t.user_attrs["packed_bytes"] <= 3000 for t in scored)
+    assert all(t.value == t.user_attrs["kl_to_baseline"] >= 0 for t in scored)
+    warm = scored[0]
+    assert warm.user_attrs["strategy"] == "projection-warmstart" and set(warm.params.values()) == {1.0}
+    assert all(name.endswith(".coefficient") for name in warm.params) and not any(t.user_attrs.get("repaired") for t in scored)
+    companion = optuna.load_study(study_name="kl.finetune", storage=settings.resolved_storage).trials
+    fidelities = [t.user_attrs["fidelity"] for t in companion]
+    assert fidelities.count("final") == 1 and 1 <= fidelities.count("finetune") <= 2
+    finetuned = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
+    best_parent = min(finetuned, key=lambda t: t.value).user_attrs["parent"]
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    assert best["result"]["trial"] == best_parent and best["result"]["packed_bytes"] <= 3000
+    assert best["layers"] == study.trials[best_parent].user_attrs["plan"]
+    assert os.path.getsize(outcome.study_dir / "best.acz") == best["result"]["packed_bytes"]
+    # a rerun finds every level done and fine-tunes nothing again
+    run_search(settings, log=lambda _: None)
+    assert len(optuna.load_study(study_name="kl.finetune", storage=settings.resolved_storage).trials) == len(companion) + 1
+
+
+def test_a_study_keeps_the_score_it_was_created_with(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
+    from autocompress.search import open_study
+
+    first = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="fixed")
+    open_study(first)
+    with pytest.raises(AutocompressError, match="created to maximize .* score trials by kl"):
+        open_study(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="fixed", trial_score="kl"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from autocompress.engine._device import resolve_device
 from autocompress.engine._distill import Distillation, distillation_problem
 from autocompress.engine._efficiency import BitOps, count_bitops, measure_latency
-from autocompress.engine._evaluate import evaluate, predict
+from autocompress.engine._evaluate import evaluate, logits_of, predict
 from autocompress.engine._train import EpochCallback, StepCallback, TrainResult, train
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "count_bitops",
     "distillation_problem",
     "evaluate",
+    "logits_of",
     "measure_latency",
     "predict",
     "resolve_device",

@@ -44,6 +44,27 @@ def predict(
     return torch.cat(predictions).cpu()
 
 
+def logits_of(
+    model: nn.Module,
+    images: Tensor | TensorSet,
+    *,
+    device: torch.device | str,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> Tensor:
+    """The model's float32 logits ``[N, classes]`` (on CPU) for uint8 images or a :class:`TensorSet`, in eval mode."""
+    device = torch.device(device)
+    pixels = images.images if isinstance(images, TensorSet) else images
+    prepare_model(model, device)
+    memory_format = torch.channels_last if uses_fast_path(device) else torch.contiguous_format
+    pixels = pixels.to(device)
+    outputs: list[Tensor] = []
+    with mode(model, training=False), torch.inference_mode(), autocast_for(device):
+        for start in range(0, len(pixels), batch_size):
+            batch = _as_float(pixels[start : start + batch_size]).contiguous(memory_format=memory_format)
+            outputs.append(model(batch).float())
+    return torch.cat(outputs).cpu() if outputs else torch.empty(0)
+
+
 def evaluate(
     model: nn.Module,
     tensor_set: TensorSet,

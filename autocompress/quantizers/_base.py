@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -41,6 +42,12 @@ class Quantizer(abc.ABC):
     * :meth:`next_init` is the fake-quant training hook: from the table of the
       last call it gives the ``init`` of the next :meth:`quantize` call on the
       same layer (a warm start), or ``None`` when the quantizer has none.
+    * :meth:`distortions` gives ``||W - dequantize(quantize(W))||^2`` for several
+      bit-widths at once (the projection asks for it thousands of times); an
+      entry may compute it faster than quantizing, but must give the same numbers
+      up to float64 rounding. :meth:`sorted_kept_errors` is the optional fast
+      path from the kept weights alone, sorted (``None`` where the quantizer needs
+      more than that, e.g. the channel of each weight).
 
     Entries are stateless: one instance serves every layer.
     """
@@ -66,6 +73,20 @@ class Quantizer(abc.ABC):
         """The float32 weight: code ``c`` is ``table[c - 1]`` (a codebook) unless overridden."""
         levels = torch.cat([torch.zeros(1, device=codes.device), table.float()])
         return levels[codes]
+
+    def distortions(self, weight: torch.Tensor, mask: torch.Tensor, bits_choices: Sequence[int]) -> list[float]:
+        """Squared error of the whole layer (pruned weights included) at each of ``bits_choices``."""
+        weight = weight.detach().float()
+        errors = []
+        for bits in bits_choices:
+            codes, table = self.quantize(weight, mask, bits)
+            errors.append(float((self.dequantize(codes, table, bits) - weight).double().pow(2).sum()))
+        return errors
+
+    def sorted_kept_errors(self, ordered: torch.Tensor, bits_choices: Sequence[int]) -> list[float] | None:
+        """The kept weights' squared errors at each of ``bits_choices`` from those weights alone, sorted
+        ascending (1-D); ``None`` when this quantizer cannot tell from them (the default)."""
+        return None
 
     def next_init(self, table: torch.Tensor) -> torch.Tensor | None:
         """The ``init`` of the next :meth:`quantize` call given the last table; ``None``: no warm start."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from autocompress.quantizers._base import Quantizer
@@ -30,3 +32,31 @@ class ClipQQuantizer(Quantizer):
         codes = torch.zeros(weight.shape, dtype=torch.int64, device=weight.device)
         codes[mask] = interval + 1
         return codes, to_fp16_levels(means)
+
+    def distortions(self, weight: torch.Tensor, mask: torch.Tensor, bits_choices: Sequence[int]) -> list[float]:
+        weight = weight.detach().float()
+        dropped = float(weight[~mask].double().pow(2).sum())
+        return [dropped + error for error in self.sorted_kept_errors(torch.sort(weight[mask]).values, bits_choices)]
+
+    def sorted_kept_errors(self, ordered: torch.Tensor, bits_choices: Sequence[int]) -> list[float]:
+        """The kept weights' squared errors from the kept weights alone, sorted ascending: the intervals are
+        runs of them, and each one's error follows from prefix sums of the values and of their squares."""
+        n_kept = ordered.numel()
+        values = ordered.double()
+        zero = torch.zeros(1, dtype=torch.float64, device=ordered.device)
+        sums = torch.cat([zero, torch.cumsum(values, 0)])
+        squares = torch.cat([zero, torch.cumsum(values * values, 0)])
+        low, high = ordered[0], ordered[-1]
+        errors = []
+        for bits in bits_choices:
+            n_levels = self.n_levels(bits, n_kept)
+            edges = torch.linspace(0.0, 1.0, n_levels + 1, device=ordered.device) * (high - low) + low
+            inner = torch.searchsorted(ordered, edges[1:-1], right=True)  # as bucketize puts a value on an edge
+            ends = torch.cat([inner.new_zeros(1), inner, inner.new_full((1,), n_kept)])
+            counts = (ends[1:] - ends[:-1]).double()
+            interval_sums = sums[ends[1:]] - sums[ends[:-1]]
+            interval_squares = squares[ends[1:]] - squares[ends[:-1]]
+            means = torch.where(counts > 0, interval_sums / counts.clamp(min=1), ((edges[:-1] + edges[1:]) / 2).double())
+            levels = to_fp16_levels(means.float()).double()
+            errors.append(float((interval_squares - 2 * levels * interval_sums + counts * levels * levels).sum()))
+        return errors

@@ -16,6 +16,7 @@ from autocompress.search._budget import (
     relative_distortion,
     sensitivity_plan,
 )
+from autocompress.search._coefficients import GROUPINGS, CoefficientSpace, layer_groups
 from autocompress.search._context import (
     SearchContext,
     baseline_accuracy,
@@ -27,15 +28,17 @@ from autocompress.search._context import (
 from autocompress.search._execute import execute
 from autocompress.search._options import Option, SettingError, options_of
 from autocompress.search._outcome import SearchOutcome, outcome_of, write_best, write_best_so_far
-from autocompress.search._projection import Projection, plan_distortion, project_to_budget
+from autocompress.search._projection import Projection, Projector, plan_distortion, project_to_budget
 from autocompress.search._records import CONSTRAINT_NAME, StudyFacts, TrialRecord, constraint_of
 from autocompress.search._registry import STRATEGIES, register_strategy, strategy_names
 from autocompress.search._samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from autocompress.search._score import TRIAL_SCORES, PlanScore, PlanScorer, ScoreSettings, TrialObjective
 from autocompress.search._settings import SETTING_OPTIONS, SearchSettings, load_settings, read_preset
 from autocompress.search._space import SPACES, SearchSpace
 from autocompress.search._storage import HeartbeatJournalStorage, dashboard_argument, local_storage_file, open_storage, redact
 from autocompress.search._strategy import Strategy, get_strategy
 from autocompress.search._study import (
+    FINETUNE_SUFFIX,
     METRIC_NAMES,
     WARM_START_ATTR,
     best_feasible_trial,
@@ -43,6 +46,7 @@ from autocompress.search._study import (
     finished_trials,
     open_study,
     optimize,
+    ranked_feasible_trials,
     run_one_trial,
 )
 from autocompress.search._trials import finetune_plan, measure_within_budget, plan_trial, worker_name
@@ -50,17 +54,25 @@ from autocompress.search._workers import local_workers
 
 __all__ = [
     "CONSTRAINT_NAME",
+    "FINETUNE_SUFFIX",
+    "GROUPINGS",
     "METRIC_NAMES",
     "PRUNERS",
     "SAMPLERS",
     "SETTING_OPTIONS",
     "SPACES",
     "STRATEGIES",
+    "TRIAL_SCORES",
     "WARM_START_ATTR",
     "BudgetCheck",
+    "CoefficientSpace",
     "HeartbeatJournalStorage",
     "Option",
+    "PlanScore",
+    "PlanScorer",
     "Projection",
+    "Projector",
+    "ScoreSettings",
     "SearchContext",
     "SearchOutcome",
     "SearchSettings",
@@ -69,6 +81,7 @@ __all__ = [
     "Strategy",
     "StudyFacts",
     "TargetUnreachableError",
+    "TrialObjective",
     "TrialRecord",
     "baseline_accuracy",
     "baseline_cache",
@@ -83,6 +96,7 @@ __all__ = [
     "finished_trials",
     "fit_to_budget",
     "get_strategy",
+    "layer_groups",
     "load_settings",
     "local_storage_file",
     "local_workers",
@@ -99,6 +113,7 @@ __all__ = [
     "prepare_baseline",
     "prepare_context",
     "project_to_budget",
+    "ranked_feasible_trials",
     "read_preset",
     "redact",
     "register_strategy",

@@ -97,7 +97,7 @@ def write_best_so_far(study: optuna.Study, folder: Path, model_spec: str, target
     plan.result = {
         "trial": best.number,
         "packed_bytes": record.packed_bytes,
-        "accuracy": {"val": round(float(best.value or 0.0), 4)},
+        (study.metric_names[0] if study.metric_names else "value"): round(float(best.value or 0.0), 4),
         "note": "best trial so far, before the final fine-tune",
     }
     plan.save(folder / "best_trial.yaml")

@@ -24,15 +24,25 @@ seed. Every returned plan fits the target by the exact accountant.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from autocompress.compress import compressible_layers, dequantize, full_precision_weight, kept_count, quantize
+from autocompress.compress import (
+    compressible_layers,
+    dequantize,
+    full_precision_weight,
+    kept_count,
+    magnitude_mask,
+    magnitude_ranks,
+    quantize,
+)
 from autocompress.pack import SizeAccountant
 from autocompress.plan import LayerSetting, Plan
+from autocompress.quantizers import get_quantizer
 from autocompress.search._budget import least_uniform_sparsity
 from autocompress.search._space import SearchSpace
 
@@ -67,18 +77,40 @@ class _Layers:
     def __init__(self, sizes: SizeAccountant, space: SearchSpace) -> None:
         modules = compressible_layers(sizes.model)
         self.names = list(space.layers)
+        self.weight = dict.fromkeys(self.names, 1.0)  # how much a unit of each layer's distortion counts
         self.values = {name: full_precision_weight(modules[name]).detach() for name in self.names}
         self.numel = {name: self.values[name].numel() for name in self.names}
         self.squares = {name: torch.sort(self.values[name].reshape(-1).double().pow(2)).values.cpu().numpy() for name in self.names}
+        self.dropped = {name: np.concatenate([[0.0], np.cumsum(self.squares[name])]) for name in self.names}  # by pruned count
+        # the values sorted ascending, with each one's place in the magnitude order (the order masks keep them in)
+        # (numpy: a masked selection is single-threaded and fast there; torch's stalls on a busy machine)
+        by_value = {name: torch.sort(self.values[name].reshape(-1).float().cpu()) for name in self.names}
+        self.by_value = {name: by_value[name].values.numpy() for name in self.names}
+        self.rank_by_value = {name: magnitude_ranks(self.values[name].cpu()).reshape(-1)[by_value[name].indices].numpy()
+                              for name in self.names}
         self.least = {name: kept_count(self.numel[name], space.sparsity_max) for name in self.names}
         self.most = {name: kept_count(self.numel[name], space.sparsity_min) for name in self.names}
         self.sparsity_bounds = (space.sparsity_min, space.sparsity_max)
 
     def kept_at(self, name: str, threshold: float, bits: int) -> int:
-        """Weights of ``name`` with v**2 / bits >= threshold, within the layer's bounds."""
+        """Weights of ``name`` with c * v**2 / bits >= threshold (c: the layer's coefficient), within its bounds."""
         squares = self.squares[name]
-        count = len(squares) - int(np.searchsorted(squares, threshold * bits, side="left"))
+        count = len(squares) - int(np.searchsorted(squares, threshold * bits / self.weight[name], side="left"))
         return min(max(count, self.least[name]), self.most[name])
+
+    def weighted(self, coefficients: dict[str, float] | None) -> _Layers:
+        """The same layers with each one's distortion weighted by its coefficient (1 where absent)."""
+        other = copy.copy(self)
+        other.weight = {name: float((coefficients or {}).get(name, 1.0)) for name in self.names}
+        return other
+
+    def kept_sorted(self, name: str, count: int) -> torch.Tensor:
+        """The ``count`` weights a magnitude mask keeps, sorted ascending by value."""
+        return torch.from_numpy(self.by_value[name][self.rank_by_value[name] < count])
+
+    def dropped_energy(self, name: str, count: int) -> float:
+        """Sum of the squares of the weights pruned when ``count`` are kept."""
+        return float(self.dropped[name][self.numel[name] - count])
 
     def sparsity_of(self, name: str, count: int) -> float:
         """A sparsity that keeps exactly ``count`` weights of ``name`` and lies within the space's bounds.
@@ -99,6 +131,60 @@ class _Layers:
         )
 
 
+class Projector:
+    """The projection of one set of weights (the accountant's model's), prepared once for many calls.
+
+    Sorting each layer's values and ranking them by magnitude is most of the work of a projection of a
+    small network; a search projects the same weights once per trial, with other coefficients."""
+
+    def __init__(self, sizes: SizeAccountant, space: SearchSpace) -> None:
+        self.sizes, self.space = sizes, space
+        self.layers = _Layers(sizes, space)
+        self.other = sizes.other_bytes(self.layers.names)
+
+    def project(self, target_bytes: int, *, seed: Plan | None = None, max_rounds: int = MAX_ROUNDS,
+                coefficients: dict[str, float] | None = None) -> Projection | None:
+        """See :func:`project_to_budget`."""
+        sizes, space, other = self.sizes, self.space, self.other
+        layers = self.layers.weighted(coefficients)
+        quantizer = space.quantizers[0]
+        if seed is None:
+            seed = best_uniform_by_distortion(sizes, space, target_bytes)
+            if seed is None:
+                return None
+        best: Projection | None = None
+
+        def consider(counts: dict[str, int], bits: dict[str, int], distortion: float, rounds: int) -> None:
+            nonlocal best
+            if best is None or distortion < best.distortion:
+                plan = layers.plan(counts, bits, quantizer, seed.model)
+                best = Projection(plan, sizes.total(plan), distortion, rounds)
+
+        bits = {name: seed.layers[name].bits for name in layers.names}
+        seed_counts = {name: kept_count(layers.numel[name], seed.layers[name].sparsity) for name in layers.names}
+        seed_plan = layers.plan(seed_counts, bits, quantizer, seed.model)
+        if sizes.total(seed_plan) <= target_bytes:
+            table = _distortions(layers, seed_counts, {name: [bits[name]] for name in layers.names}, quantizer)
+            consider(seed_counts, bits, sum(table[name][0] for name in layers.names), 0)
+        choices = list(range(space.bits_min, space.bits_max + 1))
+        for round_number in range(1, max_rounds + 1):
+            counts = keep_for_bits(sizes, layers, bits, target_bytes, quantizer, other=other)
+            if counts is None:
+                break
+            table = _distortions(layers, counts, {name: choices for name in layers.names}, quantizer)
+            consider(counts, bits, sum(table[name][choices.index(bits[name])] for name in layers.names), round_number)
+            new_bits = bits_for_kept(sizes, layers.names, counts, choices, table, target_bytes - other, quantizer, layers.numel)
+            if new_bits is None:
+                break
+            consider(counts, new_bits, sum(table[name][choices.index(new_bits[name])] for name in layers.names), round_number)
+            if new_bits == bits:
+                break
+            bits = new_bits
+        if best is not None:
+            assert best.packed_bytes <= target_bytes, f"projection produced {best.packed_bytes} bytes over {target_bytes}"
+        return best
+
+
 def project_to_budget(
     sizes: SizeAccountant,
     space: SearchSpace,
@@ -106,55 +192,22 @@ def project_to_budget(
     *,
     seed: Plan | None = None,
     max_rounds: int = MAX_ROUNDS,
+    coefficients: dict[str, float] | None = None,
 ) -> Projection | None:
     """Project the accountant's model weights (the values V) onto the size constraint.
 
     ``seed`` gives the starting bits (and is itself a candidate when it fits);
     without it the best uniform allocation is the seed. Returns None when not even
     the smallest plan of ``space`` fits. The quantizer is ``space.quantizers[0]``.
+
+    ``coefficients`` (layer -> c > 0, 1 where absent) weigh each layer's distortion: the projection
+    then minimises ``sum_l c_l ||V_l - Q(V_l)||^2`` (keeping weights by ``c v**2 / bits``), and the
+    returned ``distortion`` is that weighted sum. All ones give the plain projection exactly; a larger
+    coefficient buys a layer more of the budget. This is the search space of the ``coefficients``
+    space (after SPDY, Frantar & Alistarh 2022). To project the same weights many times, keep a
+    :class:`Projector`.
     """
-    layers = _Layers(sizes, space)
-    quantizer = space.quantizers[0]
-    other = sizes.other_bytes(layers.names)
-    if seed is None:
-        seed = best_uniform_by_distortion(sizes, space, target_bytes)
-        if seed is None:
-            return None
-    best: Projection | None = None
-
-    def consider(counts: dict[str, int], bits: dict[str, int], distortion: float, rounds: int) -> None:
-        nonlocal best
-        if best is None or distortion < best.distortion:
-            plan = layers.plan(counts, bits, quantizer, seed.model)
-            best = Projection(plan, sizes.total(plan), distortion, rounds)
-
-    bits = {name: seed.layers[name].bits for name in layers.names}
-    seed_counts = {name: kept_count(layers.numel[name], seed.layers[name].sparsity) for name in layers.names}
-    seed_plan = layers.plan(seed_counts, bits, quantizer, seed.model)
-    if sizes.total(seed_plan) <= target_bytes:
-        consider(
-            seed_counts,
-            bits,
-            sum(_distortions(layers, seed_counts, {n: [b] for n, b in bits.items()}, quantizer)[n][0] for n in layers.names),
-            0,
-        )
-    for round_number in range(1, max_rounds + 1):
-        counts = keep_for_bits(sizes, layers, bits, target_bytes, quantizer, other=other)
-        if counts is None:
-            break
-        choices = list(range(space.bits_min, space.bits_max + 1))
-        table = _distortions(layers, counts, {name: choices for name in layers.names}, quantizer)
-        consider(counts, bits, sum(table[name][choices.index(bits[name])] for name in layers.names), round_number)
-        new_bits = bits_for_kept(sizes, layers.names, counts, choices, table, target_bytes - other, quantizer, layers.numel)
-        if new_bits is None:
-            break
-        consider(counts, new_bits, sum(table[name][choices.index(new_bits[name])] for name in layers.names), round_number)
-        if new_bits == bits:
-            break
-        bits = new_bits
-    if best is not None:
-        assert best.packed_bytes <= target_bytes, f"projection produced {best.packed_bytes} bytes over {target_bytes}"
-    return best
+    return Projector(sizes, space).project(target_bytes, seed=seed, max_rounds=max_rounds, coefficients=coefficients)
 
 
 def keep_for_bits(
@@ -186,7 +239,7 @@ def keep_for_bits(
     fewest = {name: layers.least[name] for name in layers.names}
     if bytes_of(fewest) > target_bytes:
         return None
-    ratios = np.concatenate([layers.squares[name] / bits[name] for name in layers.names])
+    ratios = np.concatenate([layers.squares[name] * layers.weight[name] / bits[name] for name in layers.names])
     positive = ratios[ratios > 0]
     low = float(positive.min()) / 2 if positive.size else 1e-30  # keeps (nearly) everything: over the budget
     high = float(ratios.max()) * 2 + 1e-30  # keeps the fewest allowed: fits
@@ -261,16 +314,21 @@ def bits_for_kept(
 def _distortions(
     layers: _Layers, counts: dict[str, int], choices: dict[str, list[int]], quantizer: str
 ) -> dict[str, list[float]]:
-    """||V - Q(V)||^2 of each layer at its kept count, for each bit-width in ``choices[layer]``."""
+    """c ||V - Q(V)||^2 of each layer at its kept count, for each bit-width in ``choices[layer]`` (c: its coefficient).
+
+    From the kept weights sorted (one masked selection, no sort) where the quantizer can, else by quantizing."""
+    entry = get_quantizer(quantizer)
     table: dict[str, list[float]] = {}
     with torch.no_grad():
         for name in layers.names:
-            values = layers.values[name].float()
-            sparsity = sparsity_for_kept(layers.numel[name], counts[name])
-            table[name] = [
-                float((dequantize(quantize(values, LayerSetting(sparsity, bits, quantizer))) - values).double().pow(2).sum())
-                for bits in choices[name]
-            ]
+            count = counts[name]
+            errors = entry.sorted_kept_errors(layers.kept_sorted(name, count), choices[name])
+            if errors is None:
+                values = layers.values[name].float()
+                errors = entry.distortions(values, magnitude_mask(values, count), choices[name])
+            else:
+                errors = [error + layers.dropped_energy(name, count) for error in errors]
+            table[name] = [layers.weight[name] * error for error in errors]
     return table
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from autocompress.pack import SizeReport
     from autocompress.pipeline import CompressedModel
 
 CONSTRAINT_NAME = "packed_bytes_over_target"  # Optuna constraint: feasible when <= 0
@@ -41,6 +42,10 @@ class TrialRecord:
     sparsity: float | None = None  # share of the compressed layers' weights pruned
     repaired: bool | None = None  # the proposal was moved onto the budget
     plan: dict[str, dict[str, Any]] | None = None  # per layer: sparsity, bits, quantizer
+    kl_to_baseline: float | None = None  # the cheap score: KL(baseline || compressed) on the calibration images
+    agreement: float | None = None  # share of calibration images where the compressed top-1 is the baseline's
+    fidelity: str | None = None  # "score" (no training), "finetune" (short) or "final"; None: an older version's trial
+    parent: int | None = None  # a fine-tune's scored trial (its number in the main study)
     wall_seconds: float | None = None
     fail_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # a strategy's own measurements (failure modes, stages)
@@ -48,7 +53,12 @@ class TrialRecord:
     @classmethod
     def measured(cls, compressed: CompressedModel, *, target_bytes: int, wall_seconds: float, **facts: Any) -> TrialRecord:
         """The record of a hardened, measured model (bytes, ratio, bits, sparsity, plan, accuracy)."""
-        size = compressed.size
+        return cls.sized(compressed.plan, compressed.size, target_bytes=target_bytes, wall_seconds=wall_seconds,
+                         val_accuracy=compressed.val_accuracy, test_accuracy=compressed.test_accuracy, **facts)
+
+    @classmethod
+    def sized(cls, plan: Plan, size: SizeReport, *, target_bytes: int, wall_seconds: float, **facts: Any) -> TrialRecord:
+        """The record of a plan and its exact size (bytes, ratio, bits, sparsity), before any measurement."""
         weights = sum(layer.numel for layer in size.layers)
         kept = sum(layer.n_kept for layer in size.layers)
         bits = sum(layer.n_kept * layer.bits for layer in size.layers)
@@ -58,11 +68,9 @@ class TrialRecord:
             feasible=size.total <= target_bytes,
             constraint=[float(size.total - target_bytes)],
             compression_ratio=size.fp32_bytes / size.total,
-            val_accuracy=compressed.val_accuracy,
-            test_accuracy=compressed.test_accuracy,
             mean_bits=bits / kept if kept else 0.0,
             sparsity=1 - kept / weights if weights else 0.0,
-            plan={name: setting.to_dict() for name, setting in compressed.plan.layers.items()},
+            plan={name: setting.to_dict() for name, setting in plan.layers.items()},
             wall_seconds=wall_seconds,
             **facts,
         )

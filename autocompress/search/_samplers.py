@@ -35,6 +35,10 @@ SAMPLERS: dict[str, SamplerRecipe] = {
     "botorch": SamplerRecipe("BoTorch (qEI with constraints)", _botorch),
     "nsga2": SamplerRecipe("NSGA-II", lambda seed, _startup, _: optuna.samplers.NSGAIISampler(seed=seed)),
     "random": SamplerRecipe("random search", lambda seed, _startup, _: optuna.samplers.RandomSampler(seed=seed)),
+    # CMA-ES starts at the centre of the (log) ranges: in the coefficient space, all ones (the projection)
+    "cmaes": SamplerRecipe("CMA-ES from the centre of the space",
+                           lambda seed, _startup, _: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=0,
+                                                                                  warn_independent_sampling=False)),
 }
 
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {

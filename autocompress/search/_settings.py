@@ -21,6 +21,7 @@ from autocompress.errors import AutocompressError
 from autocompress.files import write_text
 from autocompress.plan import MAX_BITS, MIN_BITS
 from autocompress.quantizers import quantizer_names
+from autocompress.search._coefficients import GROUPINGS
 from autocompress.search._options import (
     SettingError,
     apply_readers,
@@ -41,6 +42,7 @@ from autocompress.search._options import (
 from autocompress.search._options import size as size_reader
 from autocompress.search._registry import strategy_names
 from autocompress.search._samplers import pruner_names, sampler_names
+from autocompress.search._score import TRIAL_SCORES, ScoreSettings, TrialObjective
 from autocompress.search._space import SPACES, space_problem
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
@@ -121,8 +123,25 @@ class SearchSettings:
                                     read=integer(minimum=1), flag="--heartbeat")
     max_retries: int = option(2, help="times a dead worker's trial is re-queued", read=integer(minimum=0),
                               flag="--max-retries")
-    space: str = option("absolute", help="what the sampler searches: absolute per-layer values, or shifts around the "
-                                         "projection plan", read=choice(lambda: SPACES), flag="--space")
+    space: str = option("absolute", help="what the sampler searches: absolute per-layer values, shifts around the "
+                                         "projection plan, or per-group coefficients that the projection turns into a "
+                                         "plan on the exact budget", read=choice(lambda: SPACES), flag="--space")
+    coefficient_groups: str = option("role", help="coefficients space: one coefficient per group of layers with the same "
+                                                  "role in a stage, or per layer", read=choice(lambda: GROUPINGS),
+                                     flag="--coefficient-groups")
+    coefficient_range: float = option(20.0, help="coefficients space: each coefficient lies in [1/R, R]",
+                                      read=number(above=1), flag="--coefficient-range")
+    trial_score: str = option("val_accuracy", help="what each trial is scored by", read=choice(lambda: tuple(TRIAL_SCORES)),
+                              flag="--trial-score")
+    score_images: int = option(2048, help="kl score: training images the KL is averaged over", read=integer(minimum=16),
+                               flag="--score-images")
+    score_bn_images: int = option(1024, help="kl score: augmented training images behind the re-estimated BN statistics",
+                                  read=integer(minimum=1), flag="--score-bn-images")
+    score_steps: int = option(0, help="kl score: distillation steps under the plan before scoring", read=integer(minimum=0),
+                              flag="--score-steps")
+    finetune_top: int = option(3, help="kl score: how many of the best-scored plans get the short fine-tune "
+                                       "(--epochs-per-trial); the best of them gets the final one",
+                               read=integer(minimum=1), flag="--finetune-top")
     targets: list[int] | None = option(None, help="admm: a sweep of targets, e.g. 200KB,100KB,50KB (one run each)",
                                        read=sizes(), flag="--targets", metavar="SIZES")
     admm_epochs: float = option(2.0, help="admm: epochs of ADMM training before the plan is made hard",
@@ -161,6 +180,16 @@ class SearchSettings:
     @property
     def resolved_storage(self) -> str:
         return self.storage or f"sqlite:///{self.study_dir / 'study.db'}"
+
+    @property
+    def objective(self) -> TrialObjective:
+        """What this search's trials are scored by (metric name and direction)."""
+        return TRIAL_SCORES[self.trial_score]
+
+    @property
+    def score_settings(self) -> ScoreSettings:
+        return ScoreSettings(images=self.score_images, bn_images=self.score_bn_images, steps=self.score_steps,
+                             lr=self.lr, seed=self.split_seed)
 
     @property
     def num_classes(self) -> int:

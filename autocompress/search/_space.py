@@ -9,7 +9,7 @@ import optuna
 from autocompress.errors import AutocompressError
 from autocompress.plan import MAX_BITS, MIN_BITS, QUANTIZERS, LayerSetting, Plan
 
-SPACES: tuple[str, ...] = ("absolute", "relative")
+SPACES: tuple[str, ...] = ("absolute", "relative", "coefficients")
 
 
 def space_problem(sparsity_min: float, sparsity_max: float, bits_min: int, bits_max: int,

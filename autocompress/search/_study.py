@@ -27,7 +27,8 @@ from autocompress.search._samplers import make_pruner, make_sampler
 from autocompress.search._settings import SearchSettings
 from autocompress.search._storage import open_storage, redact
 
-METRIC_NAMES = ["val_accuracy"]
+METRIC_NAMES = ["val_accuracy"]  # the metric of studies scored by validation accuracy (the default objective)
+FINETUNE_SUFFIX = ".finetune"  # the companion study of a kl-scored search: its short and final fine-tunes
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 STORAGE_ATTEMPTS = 3
 WARM_START_ATTR = "warm_start"  # study user attribute: whether its creator queued the warm starts
@@ -37,17 +38,20 @@ Objective = Callable[[optuna.Trial], float]
 T = TypeVar("T")
 
 
-def open_study(settings: SearchSettings) -> tuple[optuna.Study, bool]:
+def open_study(settings: SearchSettings, *, companion: bool = False) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when the storage already holds one of that name (a resumed
     study, or one that other workers share). Also says whether this call created it: only the
-    creator queues the warm starts, so workers starting together do not queue them twice."""
+    creator queues the warm starts, so workers starting together do not queue them twice.
+
+    ``companion``: the study of the fine-tuned candidates of a kl-scored search (name + ``.finetune``),
+    scored the same way after their fine-tune; its trials are not the sampler's."""
     if settings.storage is None:
         settings.study_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_storage
     for attempt in range(STORAGE_ATTEMPTS):
         try:
             storage = open_storage(url, heartbeat_seconds=settings.heartbeat_seconds, max_retries=settings.max_retries)
-            study, created = _create_or_load(storage, settings)
+            study, created = _create_or_load(storage, settings, companion=companion)
             break
         except SQLAlchemyError as error:  # another process is creating the same new storage's tables right now
             if attempt == STORAGE_ATTEMPTS - 1:
@@ -55,22 +59,35 @@ def open_study(settings: SearchSettings) -> tuple[optuna.Study, bool]:
                 raise AutocompressError(f"cannot open the storage {redact(url)}: {reason}; check that the server is up "
                                         "and the URL (user, password, host, port, database) is right") from None
             time.sleep(1.0 + attempt)
-    if study.metric_names != METRIC_NAMES:
+    objective = settings.objective
+    if study.direction.name.lower() != objective.direction:
+        raise AutocompressError(
+            f"study {study.study_name!r} was created to {study.direction.name.lower()} its trials' score, and these settings "
+            f"score trials by {settings.trial_score} ({objective.direction}); give --trial-score the study's own or use "
+            "another --study-name")
+    if study.metric_names != [objective.metric]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(METRIC_NAMES)
+            study.set_metric_names([objective.metric])
     return study, created
 
 
-def _create_or_load(storage: optuna.storages.BaseStorage, settings: SearchSettings) -> tuple[optuna.Study, bool]:
-    sampler = make_sampler(settings.sampler, seed=settings.seed, n_startup_trials=settings.sampler_startup_trials,
-                           constraints=constraint_of)
-    name, pruner = settings.resolved_study_name, make_pruner(settings.pruner)
+def _create_or_load(storage: optuna.storages.BaseStorage, settings: SearchSettings, *,
+                    companion: bool) -> tuple[optuna.Study, bool]:
+    if companion:  # every trial of it is queued with the parameters of a scored trial: no model to build
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=settings.seed)
+        pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+        name = settings.resolved_study_name + FINETUNE_SUFFIX
+    else:
+        sampler = make_sampler(settings.sampler, seed=settings.seed, n_startup_trials=settings.sampler_startup_trials,
+                               constraints=constraint_of)
+        name, pruner = settings.resolved_study_name, make_pruner(settings.pruner)
+    direction = optuna.study.StudyDirection[settings.objective.direction.upper()]
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner)
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
-    study.set_user_attr(WARM_START_ATTR, settings.warm_start)  # claimed at once: other workers see it was handled
+    study.set_user_attr(WARM_START_ATTR, settings.warm_start and not companion)  # claimed at once: other workers see it
     return study, True
 
 
@@ -85,12 +102,18 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def best_feasible_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial of highest value that fits its target (ties: fewer bytes)."""
+    """The complete trial of best value (by the study's direction) that fits its target (ties: fewer bytes)."""
+    ranked = ranked_feasible_trials(study)
+    return ranked[0] if ranked else None
+
+
+def ranked_feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete trials that fit their target, best value first (ties: fewer bytes, then earlier)."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     candidates = [(trial, TrialRecord.of(trial)) for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     usable = [(trial, record) for trial, record in candidates if record.usable and trial.value is not None]
-    if not usable:
-        return None
-    return max(usable, key=lambda pair: (pair[0].value, -(pair[1].packed_bytes or 0)))[0]
+    usable.sort(key=lambda pair: (sign * float(pair[0].value or 0.0), pair[1].packed_bytes or 0, pair[0].number))
+    return [trial for trial, _ in usable]
 
 
 @dataclass(frozen=True)
@@ -144,7 +167,8 @@ def optimize(study: optuna.Study, objective: Objective, *, trials: int, timeout_
     def callback(current: optuna.Study, trial: FrozenTrial) -> None:
         best = best_feasible_trial(current)
         if best is not None:
-            bar.set_postfix_str(f"best feasible val={best.value:.4f} ({TrialRecord.of(best).packed_bytes:,} B, trial {best.number})")
+            bar.set_postfix_str(f"best {current.metric_names[0] if current.metric_names else 'value'}={best.value:.4f} "
+                                f"({TrialRecord.of(best).packed_bytes:,} B, trial {best.number})")
         on_trial_end(current, trial)
         interrupt.check()  # a Ctrl-C the interpreter swallowed stops here, the trial saved
 
@@ -163,8 +187,10 @@ def optimize(study: optuna.Study, objective: Objective, *, trials: int, timeout_
                 continue
             bar.set_description_str("search")
             started_here += 1
-            study.optimize(interruptible(objective), n_trials=1, catch=(TrainingDivergedError, SurplusTrialError),
-                           callbacks=[callback], gc_after_trial=True)
+            with warnings.catch_warnings():  # every point of the coefficient space fits: CMA-ES need not read constraints
+                warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler")
+                study.optimize(interruptible(objective), n_trials=1, catch=(TrainingDivergedError, SurplusTrialError),
+                               callbacks=[callback], gc_after_trial=True)
     finally:
         bar.close()
 

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 from autocompress.strategies._admm import AdmmStrategy
 from autocompress.strategies._admm_train import AdmmSchedule, AdmmState, admm_train_
-from autocompress.strategies._bo import BoStrategy, RandomStrategy, warm_start_plans
+from autocompress.strategies._bo import BoStrategy, RandomStrategy
+from autocompress.strategies._proposals import PROPOSERS, Proposer, proposer_for, warm_start_plans
+from autocompress.strategies._scoring import SCORINGS, TrialScoring
 from autocompress.strategies._single import ProjectionStrategy, UniformStrategy, projection_plan, uniform_plan
 
 __all__ = [
+    "PROPOSERS",
+    "SCORINGS",
     "AdmmSchedule",
     "AdmmState",
     "AdmmStrategy",
     "BoStrategy",
     "ProjectionStrategy",
+    "Proposer",
     "RandomStrategy",
+    "TrialScoring",
     "UniformStrategy",
     "admm_train_",
     "projection_plan",
+    "proposer_for",
     "uniform_plan",
     "warm_start_plans",
 ]
