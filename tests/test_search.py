@@ -30,8 +30,8 @@ from autocompress.search import (
     check_target,
     fit_to_budget,
     load_settings,
+    plan_distortion,
 )
-from autocompress.search import plan_distortion
 from autocompress.search._interrupt import InterruptGuard
 from tests._tiny_search import settings_for
 
