@@ -46,7 +46,7 @@ from autocompress.search import (
     space_for,
     strategy_names,
 )
-from autocompress.search._options import SettingError, apply_readers, choices, integer, number, option, plain_name
+from autocompress.search.options import SettingError, apply_readers, choices, integer, number, option, plain_name
 from autocompress.units import format_size
 
 STRATEGIES: tuple[str, ...] = ("uniform", "prune-then-quantize", "quantize-then-prune", "bo", "admm", "random")

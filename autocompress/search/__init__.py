@@ -26,7 +26,6 @@ from autocompress.search._context import (
     space_for,
 )
 from autocompress.search._execute import execute
-from autocompress.search._options import Option, SettingError, options_of
 from autocompress.search._outcome import SearchOutcome, outcome_of, write_best, write_best_so_far
 from autocompress.search._projection import Projection, Projector, plan_distortion, project_to_budget
 from autocompress.search._records import CONSTRAINT_NAME, StudyFacts, TrialRecord, constraint_of
@@ -51,6 +50,7 @@ from autocompress.search._study import (
 )
 from autocompress.search._trials import finetune_plan, measure_within_budget, plan_trial, worker_name
 from autocompress.search._workers import local_workers
+from autocompress.search.options import Option, SettingError, options_of
 
 __all__ = [
     "CONSTRAINT_NAME",

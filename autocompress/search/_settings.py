@@ -22,7 +22,11 @@ from autocompress.files import write_text
 from autocompress.plan import MAX_BITS, MIN_BITS
 from autocompress.quantizers import quantizer_names
 from autocompress.search._coefficients import GROUPINGS
-from autocompress.search._options import (
+from autocompress.search._registry import strategy_names
+from autocompress.search._samplers import pruner_names, sampler_names
+from autocompress.search._score import TRIAL_SCORES, ScoreSettings, TrialObjective
+from autocompress.search._space import SPACES, space_problem
+from autocompress.search.options import (
     SettingError,
     apply_readers,
     choice,
@@ -39,11 +43,7 @@ from autocompress.search._options import (
     switch,
     text,
 )
-from autocompress.search._options import size as size_reader
-from autocompress.search._registry import strategy_names
-from autocompress.search._samplers import pruner_names, sampler_names
-from autocompress.search._score import TRIAL_SCORES, ScoreSettings, TrialObjective
-from autocompress.search._space import SPACES, space_problem
+from autocompress.search.options import size as size_reader
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
 
