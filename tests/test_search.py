@@ -345,7 +345,7 @@ def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
 ) -> None:
     settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
                             trial_score="kl", sampler="cmaes", trials=6, finetune_top=2, study_name="kl",
-                            score_images=256, score_bn_images=128)
+                            score_images=256, score_bn_images=128, front="2KB:8KB", front_trials=8, front_finetunes=2)
     outcome = run_search(settings, log=lambda _: None)
     study = optuna.load_study(study_name="kl", storage=settings.resolved_storage)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE and study.metric_names == ["kl_to_baseline"]
@@ -357,16 +357,27 @@ def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     assert all(name.endswith(".coefficient") for name in warm.params) and not any(t.user_attrs.get("repaired") for t in scored)
     companion = optuna.load_study(study_name="kl.finetune", storage=settings.resolved_storage).trials
     fidelities = [t.user_attrs["fidelity"] for t in companion]
-    assert fidelities.count("final") == 1 and 1 <= fidelities.count("finetune") <= 2
+    assert fidelities.count("final") == 1 and 1 <= fidelities.count("finetune") <= 2 and 1 <= fidelities.count("front") <= 2
     finetuned = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
     best_parent = min(finetuned, key=lambda t: t.value).user_attrs["parent"]
     best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
     assert best["result"]["trial"] == best_parent and best["result"]["packed_bytes"] <= 3000
     assert best["layers"] == study.trials[best_parent].user_attrs["plan"]
     assert os.path.getsize(outcome.study_dir / "best.acz") == best["result"]["packed_bytes"]
+    # the front: the budget sampled over 2-8 KB, its points fine-tuned and drawn
+    front = optuna.load_study(study_name="kl.front", storage=settings.resolved_storage)
+    sampled = [t for t in front.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(sampled) == 8 and all(2000 <= t.values[1] == t.user_attrs["packed_bytes"] <= t.user_attrs["target_bytes"] <= 8000
+                                     for t in sampled)
+    assert [t.user_attrs["strategy"] for t in sampled[:6]] == ["projection-warmstart"] * 6
+    points = [t for t in companion if t.user_attrs["fidelity"] == "front"]
+    assert len(points) == min(2, len(front.best_trials)) and all(0 <= t.user_attrs["test_accuracy"] <= 1 for t in points)
+    assert {t.user_attrs["front_trial"] for t in points} <= {t.number for t in front.best_trials}
+    assert (outcome.study_dir / "front.png").stat().st_size > 20_000 and (outcome.study_dir / "front.csv").is_file()
     # a rerun finds every level done and fine-tunes nothing again
     run_search(settings, log=lambda _: None)
     assert len(optuna.load_study(study_name="kl.finetune", storage=settings.resolved_storage).trials) == len(companion) + 1
+    assert len(optuna.load_study(study_name="kl.front", storage=settings.resolved_storage).trials) == 8
 
 
 def test_a_study_keeps_the_score_it_was_created_with(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:

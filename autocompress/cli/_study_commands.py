@@ -16,8 +16,7 @@ import optuna
 from autocompress.cli._flags import COMPARE_SETTINGS, Command, add_setting_flags, study_name, typed
 from autocompress.compare import COMPARE_OPTIONS, CompareSettings, compare, compare_settings
 from autocompress.errors import AutocompressError
-from autocompress.report import summary_table, trials_frame, write_study_report
-from autocompress.runner import run_search
+from autocompress.runner import report_study, run_search
 from autocompress.search import (
     SETTING_OPTIONS,
     SearchSettings,
@@ -91,7 +90,7 @@ def _study_storage(args: argparse.Namespace) -> str:
 
 class ReportCommand(Command):
     name = "report"
-    help = "regenerate trials.csv, pareto.csv/png/html and the summary of a study from its storage"
+    help = "regenerate trials.csv, pareto.csv/png/html (front.csv/png after --front) and the summary of a study from its storage"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _study_arguments(parser)
@@ -99,14 +98,11 @@ class ReportCommand(Command):
     def take_action(self, args: argparse.Namespace) -> int:
         url = _study_storage(args)
         storage = open_storage(url, heartbeat_seconds=None)
-        try:
-            study = optuna.load_study(study_name=args.study, storage=storage)
-        except KeyError:
-            names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-            raise AutocompressError(f"no study {args.study!r} in {redact(url)}; it holds: {', '.join(names) or 'none'}") from None
-        paths = write_study_report(study, args.output_root / args.study)
-        facts = StudyFacts.of(study)
-        print(summary_table(trials_frame(study), facts.target_bytes, facts.baseline_accuracy))
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        if args.study not in names:
+            raise AutocompressError(f"no study {args.study!r} in {redact(url)}; it holds: {', '.join(names) or 'none'}")
+        paths = report_study(url, args.study, args.output_root / args.study)
+        facts = StudyFacts.of(optuna.load_study(study_name=args.study, storage=storage))
         if facts.final is not None:
             print(f"final (after the last fine-tune): {facts.final}")
         print("wrote " + ", ".join(str(path) for path in paths.values()))

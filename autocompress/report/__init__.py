@@ -10,6 +10,7 @@ from autocompress.report._frame import (
     pareto_frame,
     trials_frame,
 )
+from autocompress.report._front import front_frame, plot_front_png, write_front_report
 from autocompress.report._plots import plot_pareto_html, plot_pareto_png
 from autocompress.report._summary import summary_table
 from autocompress.report._write import REPORT_FILES, write_study_report
@@ -20,10 +21,13 @@ __all__ = [
     "best_feasible",
     "feasible_ranking",
     "frame_from_trials",
+    "front_frame",
     "pareto_frame",
+    "plot_front_png",
     "plot_pareto_html",
     "plot_pareto_png",
     "summary_table",
     "trials_frame",
+    "write_front_report",
     "write_study_report",
 ]

@@ -17,10 +17,14 @@ if TYPE_CHECKING:
 
 # Columns every trials frame has, in this order; ``<layer>.sparsity`` and ``<layer>.bits`` follow.
 BASE_COLUMNS: tuple[str, ...] = (
+    "study",
     "number",
     "state",
     "strategy",
+    "fidelity",
     "val_accuracy",
+    "test_accuracy",
+    "kl_to_baseline",
     "packed_bytes",
     "feasible",
     "compression_ratio",
@@ -33,10 +37,14 @@ BASE_COLUMNS: tuple[str, ...] = (
 )
 
 _DTYPES: dict[str, str] = {
+    "study": "object",
     "number": "int64",
     "state": "object",
     "strategy": "object",
+    "fidelity": "object",
     "val_accuracy": "float64",
+    "test_accuracy": "float64",
+    "kl_to_baseline": "float64",
     "packed_bytes": "Int64",
     "feasible": "boolean",
     "compression_ratio": "float64",
@@ -49,9 +57,12 @@ _DTYPES: dict[str, str] = {
 }
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial of ``study`` (all states), with the columns of ``BASE_COLUMNS`` and per-layer settings.
+def trials_frame(study: optuna.Study, *companions: optuna.Study) -> pd.DataFrame:
+    """One row per trial of ``study`` and of any ``companions`` (a kl-scored search's fine-tunes), with the columns
+    of ``BASE_COLUMNS`` (``study`` names each row's study) and per-layer settings.
 
+    ``fidelity`` is ``score`` for a trial scored without training, ``finetune`` and ``final`` for the fine-tuned
+    ones, empty for a trial of a search scored by validation accuracy (and of older versions).
     ``val_accuracy`` is the measured validation accuracy: the ``val_accuracy`` user attribute when the
     search stored it, else the objective value of a COMPLETE trial, else the last intermediate value of a
     PRUNED trial. It is NaN for a trial that was never evaluated, including an infeasible COMPLETE trial
@@ -59,14 +70,16 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     a trial never reaches the Pareto front. After the base columns come ``<layer>.sparsity`` and
     ``<layer>.bits`` for every layer named in any trial's ``plan``, in the order layers first appear.
     """
-    return frame_from_trials(study.get_trials(deepcopy=False))
+    pairs = [(one.study_name, trial) for one in (study, *companions) for trial in one.get_trials(deepcopy=False)]
+    return frame_from_trials([trial for _, trial in pairs], studies=[name for name, _ in pairs])
 
 
-def frame_from_trials(trials: Iterable[FrozenTrial]) -> pd.DataFrame:
+def frame_from_trials(trials: Iterable[FrozenTrial], *, studies: Sequence[str] | None = None) -> pd.DataFrame:
     """``trials_frame`` for a plain sequence of frozen trials (e.g. filtered, or from several studies)."""
     trials = list(trials)
     layers = _layer_names(trials)
-    rows = [_trial_row(trial, layers) for trial in trials]
+    names = list(studies) if studies is not None else [None] * len(trials)
+    rows = [{"study": name, **_trial_row(trial, layers)} for name, trial in zip(names, trials)]
     columns = [*BASE_COLUMNS, *(f"{layer}.{field}" for layer in layers for field in ("sparsity", "bits"))]
     frame = pd.DataFrame(rows, columns=columns)
     dtypes = dict(_DTYPES)
@@ -128,7 +141,10 @@ def _trial_row(trial: FrozenTrial, layers: Sequence[str]) -> dict[str, Any]:
         "number": trial.number,
         "state": trial.state.name,
         "strategy": record.strategy,
+        "fidelity": record.fidelity,
         "val_accuracy": _measured_accuracy(trial, record),
+        "test_accuracy": _optional_float(record.test_accuracy),
+        "kl_to_baseline": _optional_float(record.kl_to_baseline),
         "packed_bytes": _optional_int(record.packed_bytes),
         "feasible": _optional_bool(record.feasible),
         "compression_ratio": _optional_float(record.compression_ratio),
@@ -152,6 +168,8 @@ def _measured_accuracy(trial: FrozenTrial, record: TrialRecord) -> float:
     if not math.isnan(stored):
         return stored
     state = trial.state.name
+    if record.fidelity is not None:  # a kl-scored search's trial: its value is a KL, not an accuracy
+        return math.nan
     if state == "COMPLETE" and trial.values and record.feasible is not False:
         return float(trial.values[0])
     if state == "PRUNED" and trial.intermediate_values:

@@ -22,8 +22,11 @@ REPORT_FILES: dict[str, str] = {
 }
 
 
-def write_study_report(study: optuna.Study, folder: str | os.PathLike[str]) -> dict[str, Path]:
+def write_study_report(study: optuna.Study, folder: str | os.PathLike[str], *companions: optuna.Study) -> dict[str, Path]:
     """Write ``trials.csv``, ``pareto.csv``, ``pareto.png`` and ``pareto.html`` into ``folder``.
+
+    ``companions`` (a kl-scored search's fine-tune study) add their trials to the tables: those are the
+    trials with a measured accuracy, so the accuracy/size plots show them.
 
     The target size, the model name and the baseline accuracy come from the study's user attributes
     (``target_bytes``, ``model``, ``baseline_accuracy``); any of them may be absent. Each file is written
@@ -38,7 +41,7 @@ def write_study_report(study: optuna.Study, folder: str | os.PathLike[str]) -> d
     target_bytes = int(facts.target_bytes) if facts.target_bytes is not None else None
     model, baseline = facts.model, facts.baseline_accuracy
 
-    frame = trials_frame(study)
+    frame = trials_frame(study, *companions)
     with atomic_path(paths["trials_csv"]) as temporary:
         frame.to_csv(temporary, index=False)
     with atomic_path(paths["pareto_csv"]) as temporary:

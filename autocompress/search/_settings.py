@@ -39,6 +39,7 @@ from autocompress.search.options import (
     option,
     options_of,
     plain_name,
+    size_range,
     sizes,
     switch,
     text,
@@ -139,6 +140,13 @@ class SearchSettings:
                                   read=integer(minimum=1), flag="--score-bn-images")
     score_steps: int = option(0, help="kl score: distillation steps under the plan before scoring", read=integer(minimum=0),
                               flag="--score-steps")
+    front: list[int] | None = option(None, help="kl score: after the search, sample the budget too over LOW:HIGH "
+                                                "(e.g. 25KB:200KB) and write the accuracy/size front (front.png)",
+                                     read=size_range(), flag="--front")
+    front_trials: int = option(60, help="front: trials that sample coefficients and the budget", read=integer(minimum=1),
+                               flag="--front-trials")
+    front_finetunes: int = option(4, help="front: points of the front given the short fine-tune", read=integer(minimum=0),
+                                  flag="--front-finetunes")
     finetune_top: int = option(3, help="kl score: how many of the best-scored plans get the short fine-tune "
                                        "(--epochs-per-trial); the best of them gets the final one",
                                read=integer(minimum=1), flag="--finetune-top")
@@ -215,6 +223,9 @@ def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str
          "targets (a sweep of targets) needs mode admm; the other modes have one target (target_size)"),
         (("n_jobs", "worker", "mode"), None if settings.mode == "bo" or (settings.n_jobs == 1 and not settings.worker) else
          f"n_jobs and worker apply to mode bo, where trials can run side by side; mode {settings.mode} runs in one process"),
+        (("front", "space", "trial_score"),
+         None if settings.front is None or (settings.space == "coefficients" and settings.trial_score == "kl") else
+         "front (the budget sampled over a range) needs space coefficients and trial_score kl, where a trial takes seconds"),
     ]
 
 

@@ -221,10 +221,10 @@ def marked_if_interrupted(trial: optuna.Trial) -> Iterator[None]:
         raise
 
 
-def interruptible(objective: Objective) -> Objective:
+def interruptible(objective: Callable[[optuna.Trial], T]) -> Callable[[optuna.Trial], T]:
     """``objective``, recording an interrupt as the trial's fail reason."""
 
-    def run(trial: optuna.Trial) -> float:
+    def run(trial: optuna.Trial) -> T:
         with marked_if_interrupted(trial):
             return objective(trial)
 

@@ -172,6 +172,22 @@ def sizes() -> Reader:
     return _described(read, "SIZES")
 
 
+def size_range() -> Reader:
+    """Two sizes ``LOW:HIGH`` (``25KB:200KB``) with LOW < HIGH, or a YAML list of the two."""
+    one = size()
+
+    def read(value: Any) -> list[int]:
+        parts = value.split(":") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(parts) != 2:
+            raise SettingValueError(f"must be a range of sizes LOW:HIGH such as 25KB:200KB, got {value!r}")
+        low, high = one(parts[0]), one(parts[1])
+        if low >= high:
+            raise SettingValueError(f"must be a range LOW:HIGH with LOW below HIGH, got {value!r}")
+        return [low, high]
+
+    return _described(read, "LOW:HIGH")
+
+
 def duration() -> Reader:
     """A positive duration: seconds (``7200``) or with a unit (``2h``, ``90m``, ``45s``)."""
 

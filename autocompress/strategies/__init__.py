@@ -10,11 +10,13 @@ from __future__ import annotations
 from autocompress.strategies._admm import AdmmStrategy
 from autocompress.strategies._admm_train import AdmmSchedule, AdmmState, admm_train_
 from autocompress.strategies._bo import BoStrategy, RandomStrategy
+from autocompress.strategies._front import FRONT_SUFFIX, run_front
 from autocompress.strategies._proposals import PROPOSERS, Proposer, proposer_for, warm_start_plans
 from autocompress.strategies._scoring import SCORINGS, TrialScoring
 from autocompress.strategies._single import ProjectionStrategy, UniformStrategy, projection_plan, uniform_plan
 
 __all__ = [
+    "FRONT_SUFFIX",
     "PROPOSERS",
     "SCORINGS",
     "AdmmSchedule",
@@ -29,6 +31,7 @@ __all__ = [
     "admm_train_",
     "projection_plan",
     "proposer_for",
+    "run_front",
     "uniform_plan",
     "warm_start_plans",
 ]

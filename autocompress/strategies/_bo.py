@@ -31,8 +31,9 @@ from autocompress.search import (
     write_best,
     write_best_so_far,
 )
-from autocompress.strategies._proposals import Proposer, proposer_for
-from autocompress.strategies._scoring import SCORINGS
+from autocompress.strategies._front import run_front
+from autocompress.strategies._proposals import CoefficientProposer, Proposer, proposer_for
+from autocompress.strategies._scoring import SCORINGS, CheapKL
 from autocompress.units import format_size
 
 
@@ -76,6 +77,8 @@ class BoStrategy(Strategy):
         compressed = scoring.final(chosen)
         final_plan = write_best(folder, compressed, context, trial_number=chosen.trial_number, extra=chosen.facts)
         StudyFacts(final={key: final_plan.result[key] for key in ("packed_bytes", "accuracy", "trial")}).write(study)
+        if settings.front is not None and isinstance(proposer, CoefficientProposer) and isinstance(scoring, CheapKL):
+            run_front(context, proposer, scoring.scorer)  # the settings guarantee both (front needs kl and coefficients)
         return outcome_of(context, final_plan, folder)
 
 
