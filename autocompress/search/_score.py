@@ -52,8 +52,8 @@ TRIAL_SCORES: dict[str, TrialObjective] = {
 class ScoreSettings:
     """How the cheap score is taken (the defaults measured in ``benchmarks/score_ranking.py``)."""
 
-    images: int = 2048  # training images the KL is averaged over (fixed by ``seed``)
-    bn_images: int = 1024  # augmented training images behind the re-estimated BN statistics
+    images: int = 1024  # training images the KL is averaged over (fixed by ``seed``)
+    bn_images: int = 512  # augmented training images behind the re-estimated BN statistics
     steps: int = 0  # distillation steps under the plan before scoring (0: none)
     lr: float = 0.01  # of those steps
     seed: int = 0

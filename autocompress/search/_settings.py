@@ -134,9 +134,9 @@ class SearchSettings:
                                       read=number(above=1), flag="--coefficient-range")
     trial_score: str = option("val_accuracy", help="what each trial is scored by", read=choice(lambda: tuple(TRIAL_SCORES)),
                               flag="--trial-score")
-    score_images: int = option(2048, help="kl score: training images the KL is averaged over", read=integer(minimum=16),
+    score_images: int = option(1024, help="kl score: training images the KL is averaged over", read=integer(minimum=16),
                                flag="--score-images")
-    score_bn_images: int = option(1024, help="kl score: augmented training images behind the re-estimated BN statistics",
+    score_bn_images: int = option(512, help="kl score: augmented training images behind the re-estimated BN statistics",
                                   read=integer(minimum=1), flag="--score-bn-images")
     score_steps: int = option(0, help="kl score: distillation steps under the plan before scoring", read=integer(minimum=0),
                               flag="--score-steps")
