@@ -55,7 +55,7 @@ class CoefficientSpace:
     projector: Projector
     seed_plan: Plan  # where the projection starts its bits from (the best uniform plan)
     groups: dict[str, tuple[str, ...]]
-    coefficient_range: float = 20.0
+    coefficient_range: float = 4.0
 
     @classmethod
     def build(cls, bounds: SearchSpace, projector: Projector, seed_plan: Plan, *, grouping: str,

@@ -130,7 +130,7 @@ class SearchSettings:
     coefficient_groups: str = option("role", help="coefficients space: one coefficient per group of layers with the same "
                                                   "role in a stage, or per layer", read=choice(lambda: GROUPINGS),
                                      flag="--coefficient-groups")
-    coefficient_range: float = option(20.0, help="coefficients space: each coefficient lies in [1/R, R]",
+    coefficient_range: float = option(4.0, help="coefficients space: each coefficient lies in [1/R, R]",
                                       read=number(above=1), flag="--coefficient-range")
     trial_score: str = option("val_accuracy", help="what each trial is scored by", read=choice(lambda: tuple(TRIAL_SCORES)),
                               flag="--trial-score")
