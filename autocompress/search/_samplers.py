@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial
 
-
 CMA_SIGMA0 = 0.1  # CMA-ES's first step, as a share of each parameter's (log) range
 
 
