@@ -67,7 +67,7 @@ def test_the_projection_fits_every_budget_and_beats_the_best_uniform_allocation(
     exact = estimate_size(model, projection.plan, model_spec="any").total
     assert projection.packed_bytes == exact <= target  # the exact packed size, index and codebooks included
     assert projection.distortion == pytest.approx(plan_distortion(sizes, projection.plan), rel=1e-6)
-    assert projection.distortion <= plan_distortion(sizes, uniform) * (1 + 1e-9)
+    assert projection.distortion <= plan_distortion(sizes, uniform) * (1 + 1e-6)  # equal where uniform is optimal
     for setting in projection.plan.layers.values():
         assert space.sparsity_min <= setting.sparsity <= space.sparsity_max + 1e-9
         assert space.bits_min <= setting.bits <= space.bits_max

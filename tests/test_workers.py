@@ -133,7 +133,8 @@ def wait_for_running_trial(storage: str, study_name: str, worker: subprocess.Pop
             running = load(storage, study_name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         except KeyError:  # the study is not created yet
             running = []
-        mine = [trial for trial in running if trial.user_attrs.get("worker", "").endswith(f":{worker.pid}")]
+        mine = [trial for trial in running if trial.user_attrs.get("worker", "").endswith(f":{worker.pid}")
+                and "repaired" in trial.user_attrs]  # its proposal is complete (every parameter suggested)
         if mine:
             return mine[0].number
         time.sleep(0.2)
