@@ -185,3 +185,10 @@ def test_compare_settings_split_the_budget_the_same_way(tmp_path: Path) -> None:
     assert random_arm.sampler == "random" and not random_arm.warm_start
     assert {bo.storage, admm.storage} == {f"sqlite:///{tmp_path / (search.model.replace(':', '_') + '-5000B-compare') / 'study.db'}"}
     assert dataclasses.replace(settings, name="x").folder == tmp_path / "x"
+
+
+def test_a_kl_scored_bo_arm_fine_tunes_as_many_candidates_with_the_same_epochs(tmp_path: Path) -> None:
+    search = settings_for(tmp_path, tmp_path, None, target_size="5KB", space="coefficients", trial_score="kl", trials=40)
+    bo = CompareSettings(search, epochs=2.0, trials=4).for_strategy("bo")
+    assert bo.trials == 40  # scored trials train nothing: the preset's count stays
+    assert bo.finetune_top == 4 and bo.finetune_top * bo.epochs_per_trial + bo.final_epochs == pytest.approx(2.0)

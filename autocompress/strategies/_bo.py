@@ -49,10 +49,16 @@ class BoStrategy(Strategy):
                 f"{settings.epochs_per_trial:g} epoch(s) per fine-tuned trial")
 
     def budget_settings(self, settings: SearchSettings, *, epochs: float, trials: int) -> SearchSettings:
-        """Half of the budget for the trials' fine-tunes, half for the final fine-tune."""
-        tuned = trials if settings.trial_score == "val_accuracy" else min(settings.finetune_top, trials)
-        return dataclasses.replace(settings, trials=trials, epochs_per_trial=epochs / 2 / tuned, final_epochs=epochs / 2,
-                                   warm_start=True)
+        """Half of the budget for the fine-tunes of ``trials`` candidates, half for the final fine-tune.
+
+        Scored by validation accuracy, every trial is a candidate that trains. Scored by KL, trials train
+        nothing: the study scores the settings' own number of trials, and ``trials`` of the best get the
+        short fine-tune, so both scorings spend the same epochs."""
+        if settings.trial_score == "val_accuracy":
+            return dataclasses.replace(settings, trials=trials, epochs_per_trial=epochs / 2 / trials,
+                                       final_epochs=epochs / 2, warm_start=True)
+        return dataclasses.replace(settings, finetune_top=trials, epochs_per_trial=epochs / 2 / trials,
+                                   final_epochs=epochs / 2, warm_start=True)
 
     def run(self, context: SearchContext) -> SearchOutcome:
         settings, study, folder = context.settings, context.opened_study, context.settings.study_dir
