@@ -40,7 +40,9 @@ def report_study(url: str, name: str, folder: Path, *, log: Log = print) -> dict
     companions = [optuna.load_study(study_name=name + FINETUNE_SUFFIX, storage=storage)] if name + FINETUNE_SUFFIX in names else []
     paths = write_study_report(study, folder, *companions)
     facts = StudyFacts.of(study)
-    log(summary_table(trials_frame(study, *companions), facts.target_bytes, facts.baseline_accuracy))
+    frame = trials_frame(study, *companions)
+    at_target = frame[frame["fidelity"] != "front"] if "fidelity" in frame else frame  # front points have budgets of their own
+    log(summary_table(at_target, facts.target_bytes, facts.baseline_accuracy))
     if name + FRONT_SUFFIX in names:
         front = optuna.load_study(study_name=name + FRONT_SUFFIX, storage=storage)
         others = [optuna.load_study(study_name=other, storage=storage) for other in names

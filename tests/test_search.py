@@ -346,7 +346,10 @@ def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
                             trial_score="kl", sampler="cmaes", trials=6, finetune_top=2, study_name="kl",
                             score_images=256, score_bn_images=128, front="2KB:8KB", front_trials=8, front_finetunes=2)
-    outcome = run_search(settings, log=lambda _: None)
+    messages: list[str] = []
+    outcome = run_search(settings, log=messages.append)
+    summary = next(message for message in messages if "best feasible:" in message)
+    assert "front" not in summary  # the summary is about the target; the front points have budgets of their own
     study = optuna.load_study(study_name="kl", storage=settings.resolved_storage)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE and study.metric_names == ["kl_to_baseline"]
     scored = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -54,7 +54,7 @@ def write_front_report(front: Any, search: Any, measured: Sequence[Any], folder:
 def plot_front_png(front: pd.DataFrame, search: pd.DataFrame, measured: Sequence[pd.DataFrame], path: Path, *,
                    target_bytes: int | None, baseline_accuracy: Mapping[str, float] | None) -> Path:
     from matplotlib.figure import Figure
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
 
     figure = Figure(figsize=(8.5, 8.0), dpi=120, layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True)
@@ -89,6 +89,9 @@ def plot_front_png(front: pd.DataFrame, search: pd.DataFrame, measured: Sequence
         if target_bytes is not None:
             axes.axvline(target_bytes / 1000, color=_TARGET, linestyle="--", linewidth=1.3, label=f"target {target_bytes / 1000:,.1f} KB")
         axes.set_xscale("log")
+        plain_kb = FuncFormatter(lambda value, _: f"{value:g}")  # 30, 40, 100 rather than 3x10^1, 4x10^1, 10^2
+        axes.xaxis.set_major_formatter(plain_kb)
+        axes.xaxis.set_minor_formatter(plain_kb)
         axes.grid(True, which="both", alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7, loc="best", framealpha=0.9)
