@@ -62,8 +62,9 @@ class CompareSettings:
     search: SearchSettings  # model, checkpoint, data, target, bounds, lr, seed, device, output root
     epochs: float = option(2.0, help="fine-tuning epochs each strategy spends in all (bo and random: half on trials, "
                                      "half final; admm: half ADMM, half hard)", read=number(above=0), flag="--epochs")
-    trials: int = option(6, help="fine-tuned trials of the bo and random studies (a KL-scored bo study scores the preset's "
-                                      "trials and fine-tunes this many of the best)", read=integer(minimum=1), flag="--trials")
+    trials: int = option(6, help="fine-tuned trials of the bo and random studies (a KL-scored bo study scores the "
+                                 "preset's trials and fine-tunes this many of the best)", read=integer(minimum=1),
+                         flag="--trials")
     strategies: list[str] = option(help="comma-separated strategies to run", read=choices(strategy_names),
                                    flag="--strategies", default_factory=lambda: list(STRATEGIES))
     name: str | None = option(None, help="folder under --output-root (default MODEL-TARGETB-compare)", read=plain_name(),

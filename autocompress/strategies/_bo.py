@@ -10,7 +10,7 @@ sampler and no warm starts.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import optuna
 
@@ -51,14 +51,12 @@ class BoStrategy(Strategy):
     def budget_settings(self, settings: SearchSettings, *, epochs: float, trials: int) -> SearchSettings:
         """Half of the budget for the fine-tunes of ``trials`` candidates, half for the final fine-tune.
 
-        Scored by validation accuracy, every trial is a candidate that trains. Scored by KL, trials train
-        nothing: the study scores the settings' own number of trials, and ``trials`` of the best get the
-        short fine-tune, so both scorings spend the same epochs."""
-        if settings.trial_score == "val_accuracy":
-            return dataclasses.replace(settings, trials=trials, epochs_per_trial=epochs / 2 / trials,
-                                       final_epochs=epochs / 2, warm_start=True)
-        return dataclasses.replace(settings, finetune_top=trials, epochs_per_trial=epochs / 2 / trials,
-                                   final_epochs=epochs / 2, warm_start=True)
+        Which setting counts the candidates is the trial scoring's: scored by validation accuracy every
+        trial trains; scored by KL the study keeps its own trial count and fine-tunes ``trials`` of the best,
+        so both spend the same epochs."""
+        split = dataclasses.replace(settings, epochs_per_trial=epochs / 2 / trials, final_epochs=epochs / 2, warm_start=True)
+        counted: dict[str, Any] = {SCORINGS[settings.trial_score].candidates_setting: trials}
+        return dataclasses.replace(split, **counted)
 
     def run(self, context: SearchContext) -> SearchOutcome:
         settings, study, folder = context.settings, context.opened_study, context.settings.study_dir

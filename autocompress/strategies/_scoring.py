@@ -61,6 +61,7 @@ class TrialScoring(ABC):
     """One way of scoring BO trials; the study's direction follows ``settings.objective``."""
 
     name: ClassVar[str]
+    candidates_setting: ClassVar[str]  # the setting that counts the trials which train (a fine-tune each)
 
     def __init__(self, context: SearchContext, proposer: Proposer) -> None:
         self.context = context
@@ -97,6 +98,7 @@ class TrialScoring(ABC):
 
 class FineTunedAccuracy(TrialScoring):
     name = "val_accuracy"
+    candidates_setting = "trials"  # every trial fine-tunes
 
     def objective(self, trial: optuna.Trial) -> float:
         context, settings = self.context, self.context.settings
@@ -133,6 +135,7 @@ class FineTunedAccuracy(TrialScoring):
 
 class CheapKL(TrialScoring):
     name = "kl"
+    candidates_setting = "finetune_top"  # trials train nothing; the best few are fine-tuned
 
     def __init__(self, context: SearchContext, proposer: Proposer) -> None:
         super().__init__(context, proposer)
