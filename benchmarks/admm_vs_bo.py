@@ -1,7 +1,8 @@
-"""ADMM mode vs BO mode at equal wall-clock, side by side, on one preset (model, checkpoint, target).
+"""A one-run joint mode (ADMM, or Bayesian Bits with ``--mode bayesbits``) vs BO mode at equal wall-clock,
+side by side, on one preset (model, checkpoint, target).
 
-The ADMM run goes first (its length is set by its epochs); the BO study then gets
-the same total wall-clock: its ``--timeout`` is the ADMM run's wall time minus
+The joint run goes first (its length is set by its epochs); the BO study then gets
+the same total wall-clock: its ``--timeout`` is the joint run's wall time minus
 the BO's own final fine-tune (estimated from timed training steps). Both land in
 their own study under ``--output-root``; each packed file is read back and
 evaluated on the test split, as ``autocompress evaluate --packed`` does.
@@ -9,6 +10,8 @@ evaluated on the test split, as ``autocompress evaluate --packed`` does.
     python benchmarks/admm_vs_bo.py --config studies/resnet20-50KB.yaml --admm-epochs 2 --final-epochs 3
     python benchmarks/admm_vs_bo.py --config studies/resnet56-100KB.yaml --admm-epochs 1 --final-epochs 1
     python benchmarks/admm_vs_bo.py --config studies/resnet20-50KB.yaml --quick     # a few minutes
+    python benchmarks/admm_vs_bo.py --mode bayesbits --config studies/resnet20-50KB.yaml --admm-epochs 1 --final-epochs 3
+      (with --mode bayesbits, --admm-epochs sets the gate epochs)
 
 A study that already finished under ``--output-root`` is reused, not re-run (its
 recorded wall time is used), so an interrupted comparison resumes.
@@ -92,33 +95,40 @@ def row(label: str, settings: object, wall: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "studies" / "resnet20-50KB.yaml")
-    parser.add_argument("--admm-epochs", type=float, default=2.0)
+    parser.add_argument("--mode", choices=("admm", "bayesbits"), default="admm", help="the joint mode set against BO")
+    parser.add_argument("--admm-epochs", type=float, default=2.0, help="epochs of the joint phase (ADMM, or the gates)")
     parser.add_argument("--final-epochs", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-root", type=Path, default=REPO / "runs" / "admm_vs_bo", help="study folders (default runs/admm_vs_bo)")
+    parser.add_argument("--output-root", type=Path, default=None, help="study folders (default runs/MODE_vs_bo)")
     parser.add_argument("--quick", action="store_true", help="tiny epochs and 1,000 val images: checks that it runs")
     args = parser.parse_args()
+    args.output_root = args.output_root or REPO / "runs" / f"{args.mode}_vs_bo"
     if args.quick:
         args.admm_epochs, args.final_epochs = 0.05, 0.05
         args.output_root = args.output_root.with_name(args.output_root.name + "-quick")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    admm = settings_for(args, "admm", admm_epochs=args.admm_epochs)
-    admm_wall = timed_run(admm)
-    if admm_wall < 60 and not args.quick:  # reused: the trial recorded its own wall time
-        admm_wall = study_wall_seconds(admm)
+    joint_epochs = {"admm": "admm_epochs", "bayesbits": "gate_epochs"}[args.mode]
+    joint = settings_for(args, args.mode, **{joint_epochs: args.admm_epochs})
+    joint_wall = timed_run(joint)
+    if joint_wall < 60 and not args.quick:  # reused: the trial recorded its own wall time
+        joint_wall = study_wall_seconds(joint)
     bo_probe = settings_for(args, "bo")
-    budget = max(admm_wall - final_seconds(bo_probe), 60.0 if not args.quick else 5.0)
+    budget = max(joint_wall - final_seconds(bo_probe), 60.0 if not args.quick else 5.0)
     bo = settings_for(args, "bo", timeout_seconds=budget, trials=10_000 if not args.quick else 3)
     bo_wall = timed_run(bo)
     if bo_wall < 60 and not args.quick:
         bo_wall = study_wall_seconds(bo)
-    rows = [row("admm", admm, admm_wall), row(f"bo ({bo.sampler}, search {budget / 60:.1f} min)", bo, bo_wall)]
-    print(f"\n{admm.model} at {admm.target_bytes:,} B, {admm.checkpoint}; seed {args.seed}")
+    rows = [row(args.mode, joint, joint_wall), row(f"bo ({bo.sampler}, search {budget / 60:.1f} min)", bo, bo_wall)]
+    print(f"\n{joint.model} at {joint.target_bytes:,} B, {joint.checkpoint}; seed {args.seed}")
     print(f"{'mode':<30} {'wall min':>8} {'trials':>14} {'best from':>22} {'bytes':>8} {'val':>7} {'test':>7} {'test (file)':>11}")
     for item in rows:
         print(f"{item['mode']:<30} {item['wall_min']:>8.1f} {item['trials']:>14} {item['best_strategy']:>22} {item['bytes']:>8,} "
               f"{item['val']:>7.2%} {item['test']:>7.2%} {item['test_from_file']:>11.2%}")
+    gates = yaml.safe_load((joint.study_dir / "best.yaml").read_text())["result"].get("measurements", {})
+    if "gate_plan_bytes" in gates:
+        print(f"the gates' own plan: {gates['gate_plan_bytes']:,} B, {gates['gate_gap_bytes']:+,} B from the target "
+              f"({gates['gate_gap_bytes'] / joint.target_bytes:+.1%}); repaired: {gates['repaired']}")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def test_compare_runs_every_strategy_into_one_storage(tmp_path: Path, synthetic_
         assert 0 < row["sparsity"] < 1 and 1 <= row["mean_bits"] <= 6
     naive = frame.set_index("strategy")
     assert naive.loc["prune-then-quantize", "pruned_nonzero_after_quantization"] > 0.9
-    for joint in ("uniform", "bo", "admm", "random"):
+    for joint in ("uniform", "bo", "admm", "bayesbits", "random"):
         assert naive.loc[joint, "pruned_nonzero_after_quantization"] == 0.0
         assert naive.loc[joint, "pruned_nonzero_after_qat"] == 0.0
     assert naive.loc["bo", "hyperparameters"] > naive.loc["uniform", "hyperparameters"]

@@ -49,7 +49,7 @@ from autocompress.search import (
 from autocompress.search.options import SettingError, apply_readers, choices, integer, number, option, plain_name
 from autocompress.units import format_size
 
-STRATEGIES: tuple[str, ...] = ("uniform", "prune-then-quantize", "quantize-then-prune", "bo", "admm", "random")
+STRATEGIES: tuple[str, ...] = ("uniform", "prune-then-quantize", "quantize-then-prune", "bo", "admm", "bayesbits", "random")
 WALL_ATTR = "compare_wall_seconds"
 FAILURE_COLUMNS = ("pruned_nonzero_after_quantization", "pruned_nonzero_after_qat", "pruned_latent_nonzero_after_qat",
                    "pruned_kept_by_final_mask", "kept_codes_changed_by_retraining")

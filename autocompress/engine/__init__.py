@@ -6,12 +6,13 @@ from autocompress.engine._device import resolve_device
 from autocompress.engine._distill import Distillation, distillation_problem
 from autocompress.engine._efficiency import BitOps, count_bitops, measure_latency
 from autocompress.engine._evaluate import evaluate, logits_of, predict
-from autocompress.engine._train import EpochCallback, StepCallback, TrainResult, train
+from autocompress.engine._train import EpochCallback, Penalty, StepCallback, TrainResult, train
 
 __all__ = [
     "BitOps",
     "Distillation",
     "EpochCallback",
+    "Penalty",
     "StepCallback",
     "TrainResult",
     "count_bitops",

@@ -27,6 +27,7 @@ from autocompress.models import atomic_torch_save
 
 EpochCallback = Callable[[int, "float | None"], None]
 StepCallback = Callable[[int], None]
+Penalty = Callable[[], Tensor]  # a term added to every step's loss (e.g. a size regulariser)
 
 _STATE_FORMAT = "autocompress/train-state"
 _CHECK_EVERY_STEPS = 10  # finite-loss checks (and bar updates) sync with the device this often
@@ -88,6 +89,8 @@ def train(
     on_epoch_end: EpochCallback | None = None,
     on_step: StepCallback | None = None,
     distillation: Distillation | None = None,
+    penalty: Penalty | None = None,
+    auxiliary: Optimizer | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD and a per-step cosine schedule from ``lr`` to 0.
 
@@ -102,6 +105,9 @@ def train(
     last finished epoch. Parametrized weights (``torch.nn.utils.parametrize``) train through
     their ``original`` parameters like any other parameter. With ``distillation`` the loss is
     its mix of cross-entropy and the teacher's soft outputs (the teacher is moved to ``device``).
+    ``penalty()`` is added to every step's loss. ``auxiliary`` is a second optimizer for some of the
+    model's parameters (e.g. learned gates): they are left out of the SGD, and it steps with it (no
+    schedule; a run with it cannot be checkpointed).
     """
     device = torch.device(device)
     _check_settings(epochs, lr, momentum, batch_size, len(train_set))
@@ -120,9 +126,11 @@ def train(
         channels_last=uses_fast_path(device),
     )
     schedule = _Schedule(len(loader), math.ceil(epochs * len(loader)))
-    optimizer = SGD(
-        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0
-    )
+    if auxiliary is not None and checkpoint_path is not None:
+        raise ValueError("a run with an auxiliary optimizer cannot be checkpointed")
+    auxiliary_ids = {id(p) for group in auxiliary.param_groups for p in group["params"]} if auxiliary is not None else set()
+    trained = [parameter for parameter in model.parameters() if id(parameter) not in auxiliary_ids]
+    optimizer = SGD(trained, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0)
     scheduler = CosineAnnealingLR(optimizer, T_max=schedule.total_steps)
     state = _Progress(0, math.nan, None)
     if checkpoint_path is not None and Path(checkpoint_path).exists():
@@ -140,8 +148,8 @@ def train(
             bar.set_description(f"epoch {epoch + 1}/{schedule.num_epochs}")
             batches = islice(loader.iter_epoch(epoch), schedule.steps_in_epoch(epoch))
             loss = _train_epoch(
-                model, batches, optimizer, scheduler, device, bar, epoch * schedule.steps_per_epoch, on_step,
-                distillation,
+                model, batches, (optimizer, auxiliary), scheduler, device, bar, epoch * schedule.steps_per_epoch,
+                on_step, distillation, penalty,
             )
             val_accuracy = evaluate(model, val_set, device=device) if val_set is not None else None
             state = _Progress(epoch + 1, loss, val_accuracy)
@@ -179,13 +187,14 @@ def _check_settings(epochs: float, lr: float, momentum: float, batch_size: int, 
 def _train_epoch(
     model: nn.Module,
     batches: Iterator[tuple[Tensor, Tensor]],
-    optimizer: Optimizer,
+    optimizers: tuple[Optimizer, Optimizer | None],
     scheduler: LRScheduler,
     device: torch.device,
     bar: tqdm[Any],
     first_step: int,
     on_step: StepCallback | None = None,
     distillation: Distillation | None = None,
+    penalty: Penalty | None = None,
 ) -> float:
     """One (possibly partial) epoch; returns its mean loss. Syncs with the device only every
     ``_CHECK_EVERY_STEPS`` steps, where it checks the losses are finite."""
@@ -203,9 +212,15 @@ def _train_epoch(
                 loss = F.cross_entropy(logits.float(), labels)
             else:
                 loss = distillation.loss(logits, teacher_logits, labels)
-            optimizer.zero_grad(set_to_none=True)
+            if penalty is not None:
+                loss = loss + penalty()
+            for optimizer in optimizers:
+                if optimizer is not None:
+                    optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            for optimizer in optimizers:
+                if optimizer is not None:
+                    optimizer.step()
             scheduler.step()
             if on_step is not None:
                 on_step(first_step + step_in_epoch)

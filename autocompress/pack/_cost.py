@@ -79,6 +79,12 @@ def gap_field_counts(runs: torch.Tensor) -> list[int]:  # runs may live on any d
     return [runs.numel() + int(count) for count in escapes.tolist()]
 
 
+def sparse_index_bytes(numel: int, gap_fields: list[int]) -> int:
+    """Bytes of the cheapest sparse index of a layer: the bitmap, or the gap encoding at its best width."""
+    gaps = [GAP_COUNT.size + packed_length(fields, width) for width, fields in enumerate(gap_fields, start=1)]
+    return min([packed_length(numel, 1), *gaps])
+
+
 def layer_cost(numel: int, n_kept: int, n_levels: int, table_len: int, gap_fields: list[int] | None) -> LayerCost:
     """The cheapest encoding's exact cost. ``gap_fields`` (from :func:`gap_field_counts`) is needed only when sparse."""
     codebook = table_len * TABLE_ITEM_BYTES

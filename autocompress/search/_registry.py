@@ -7,7 +7,7 @@ This module knows only what a registry needs of an entry, so that the settings c
 from __future__ import annotations
 
 import importlib
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from autocompress.errors import AutocompressError
 
@@ -16,10 +16,12 @@ BUILTIN_STRATEGIES = ("autocompress.strategies", "autocompress.compare")
 
 
 class Registered(Protocol):
-    """What the registry reads of a strategy."""
+    """What the registry reads of a strategy: its name, and the rule it puts on the settings (if any)."""
 
     @property
     def name(self) -> str: ...
+
+    def settings_problem(self, settings: Any) -> tuple[tuple[str, ...], str] | None: ...
 
 
 Entry = TypeVar("Entry", bound=Registered)

@@ -22,7 +22,7 @@ from autocompress.files import write_text
 from autocompress.plan import MAX_BITS, MIN_BITS
 from autocompress.quantizers import quantizer_names
 from autocompress.search._coefficients import GROUPINGS
-from autocompress.search._registry import strategy_names
+from autocompress.search._registry import registered, strategy_names
 from autocompress.search._samplers import pruner_names, sampler_names
 from autocompress.search._score import TRIAL_SCORES, ScoreSettings, TrialObjective
 from autocompress.search._space import SPACES, space_problem
@@ -160,6 +160,16 @@ class SearchSettings:
                               flag="--rho-start")
     rho_end: float = option(1.0, help="admm: penalty weight at the last projection", read=number(above=0),
                             flag="--rho-end")
+    gate_epochs: float = option(1.0, help="bayesbits: epochs of training the weights and the gates together before "
+                                          "the plan is made hard", read=number(above=0), flag="--gate-epochs")
+    gate_groups: str = option("kernel", help="bayesbits: what one pruning gate of a convolution shuts: an output "
+                                             "channel, or a kernel (one output x input channel pair)",
+                              read=choice(lambda: ("channel", "kernel")), flag="--gate-groups")
+    gate_masks: str = option("magnitude", help="bayesbits: which weights the hard plan keeps: in each layer the largest, "
+                                              "as many as its gates kept (magnitude), or exactly the groups its gates kept",
+                             read=choice(lambda: ("magnitude", "gates")), flag="--gate-masks")
+    gate_lr: float = option(0.3, help="bayesbits: Adam learning rate of the gates' log-alpha", read=number(above=0),
+                            flag="--gate-lr")
 
     def __post_init__(self) -> None:
         apply_readers(self)
@@ -226,6 +236,7 @@ def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str
         (("front", "space", "trial_score"),
          None if settings.front is None or (settings.space == "coefficients" and settings.trial_score == "kl") else
          "front (the budget sampled over a range) needs space coefficients and trial_score kl, where a trial takes seconds"),
+        registered(settings.mode).settings_problem(settings) or ((), None),
     ]
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from autocompress.search._registry import registered
 
@@ -38,6 +38,7 @@ class Strategy(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line: what it does (help texts, compare.md)
     hyperparameters: ClassVar[tuple[str, ...]]  # what a user of it must choose besides the model (compare's count)
+    training_phase: ClassVar[str | None] = None  # the setting holding the epochs of a phase before the hard fine-tune
 
     @abstractmethod
     def run(self, context: SearchContext) -> SearchOutcome:
@@ -47,13 +48,21 @@ class Strategy(ABC):
         """The settings this strategy runs under (saved as ``run.yaml``); by default the given ones."""
         return settings
 
+    def settings_problem(self, settings: SearchSettings) -> tuple[tuple[str, ...], str] | None:
+        """A rule this strategy puts on the settings: (the fields it concerns, what is wrong), or None."""
+        return None
+
     def describe(self, settings: SearchSettings) -> str:
         """One line for the start of a run: what this strategy will do with these settings."""
         return f"{self.name}: {self.summary}; final fine-tune {settings.final_epochs:g} epoch(s)"
 
     def budget_settings(self, settings: SearchSettings, *, epochs: float, trials: int) -> SearchSettings:
         """The settings under which this strategy spends ``epochs`` of fine-tuning in all (``compare``).
-        By default all of it goes to the final fine-tune of the one plan the strategy chooses."""
+        A strategy with a training phase before its hard fine-tune (``training_phase``, the setting of its
+        epochs) gets half for each; otherwise all of it goes to the final fine-tune of the one plan it chooses."""
+        if self.training_phase is not None:
+            phase: dict[str, Any] = {self.training_phase: epochs / 2}
+            return dataclasses.replace(settings, **phase, final_epochs=epochs / 2)
         return dataclasses.replace(settings, final_epochs=epochs, trials=1, epochs_per_trial=0.0, warm_start=False)
 
 

@@ -101,6 +101,15 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED_STATES)
 
 
+def completed_trial(study: optuna.Study, strategy: str, target_bytes: int) -> FrozenTrial | None:
+    """The study's complete trial of ``strategy`` at ``target_bytes``, if any (a one-trial mode's rerun skips it)."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TrialRecord.of(trial)
+        if record.strategy == strategy and record.target_bytes == target_bytes:
+            return trial
+    return None
+
+
 def best_feasible_trial(study: optuna.Study) -> FrozenTrial | None:
     """The complete trial of best value (by the study's direction) that fits its target (ties: fewer bytes)."""
     ranked = ranked_feasible_trials(study)

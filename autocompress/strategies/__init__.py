@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from autocompress.strategies._admm import AdmmStrategy
 from autocompress.strategies._admm_train import AdmmSchedule, AdmmState, admm_train_
+from autocompress.strategies._bayesbits import BayesBitsStrategy, GateSchedule, train_gates_
 from autocompress.strategies._bo import BoStrategy, RandomStrategy
 from autocompress.strategies._front import FRONT_SUFFIX, run_front
 from autocompress.strategies._proposals import PROPOSERS, Proposer, proposer_for, warm_start_plans
@@ -22,7 +23,9 @@ __all__ = [
     "AdmmSchedule",
     "AdmmState",
     "AdmmStrategy",
+    "BayesBitsStrategy",
     "BoStrategy",
+    "GateSchedule",
     "ProjectionStrategy",
     "Proposer",
     "RandomStrategy",
@@ -32,6 +35,7 @@ __all__ = [
     "projection_plan",
     "proposer_for",
     "run_front",
+    "train_gates_",
     "uniform_plan",
     "warm_start_plans",
 ]

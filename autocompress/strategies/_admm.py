@@ -10,14 +10,12 @@ interrupted target is marked failed and starts over.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import time
 from pathlib import Path
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -33,6 +31,7 @@ from autocompress.search import (
     Strategy,
     StudyFacts,
     TrialRecord,
+    completed_trial,
     finetune_plan,
     outcome_of,
     register_strategy,
@@ -49,6 +48,7 @@ REPORT_IMAGES = 1000  # validation images behind each projection's reported accu
 class AdmmStrategy(Strategy):
     name = "admm"
     summary = "per-layer allocation learned under the size constraint by ADMM (Yang et al. 2020), then fine-tuned hard"
+    training_phase = "admm_epochs"  # compare: half the budget here, half for the hard fine-tune
     hyperparameters = ("target size", "ADMM epochs", "projections per epoch", "rho start", "rho end", "final epochs",
                        "learning rate", "max sparsity", "min bits", "max bits")
 
@@ -57,10 +57,6 @@ class AdmmStrategy(Strategy):
         return (f"ADMM mode, targets {', '.join(format_size(target) for target in settings.resolved_targets)}: "
                 f"{schedule.epochs:g} epoch(s) with {schedule.projections()} projections, rho {schedule.rho_start:g} -> "
                 f"{schedule.rho_end:g}, then {settings.final_epochs:g} epoch(s) with the plan hard")
-
-    def budget_settings(self, settings: SearchSettings, *, epochs: float, trials: int) -> SearchSettings:
-        """Half of the budget for ADMM, half for the hard fine-tune."""
-        return dataclasses.replace(settings, admm_epochs=epochs / 2, final_epochs=epochs / 2)
 
     def run(self, context: SearchContext) -> SearchOutcome:
         study = context.opened_study
@@ -72,7 +68,7 @@ class AdmmStrategy(Strategy):
                 context.log(f"target {format_size(target)} is at least the uncompressed size "
                             f"{format_size(budget.uncompressed_bytes)}: nothing to compress, skipped")
                 continue
-            done = completed_trial(study, target)
+            done = completed_trial(study, self.name, target)
             if done is not None:
                 context.log(f"target {format_size(target)}: trial {done.number} already complete "
                             f"(val {done.value:.2%}, {TrialRecord.of(done).packed_bytes:,} B); skipped")
@@ -98,15 +94,6 @@ def target_folder(settings: SearchSettings, target_bytes: int) -> Path:
     if len(settings.resolved_targets) == 1:
         return settings.study_dir
     return settings.study_dir / "targets" / f"{target_bytes}B"
-
-
-def completed_trial(study: optuna.Study, target_bytes: int) -> FrozenTrial | None:
-    """The study's complete ADMM trial at ``target_bytes``, if any."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        record = TrialRecord.of(trial)
-        if record.strategy == AdmmStrategy.name and record.target_bytes == target_bytes:
-            return trial
-    return None
 
 
 def admm_trial(trial: optuna.Trial, context: SearchContext) -> tuple[float, CompressedModel]:
