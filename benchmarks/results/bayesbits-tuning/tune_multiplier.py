@@ -1,7 +1,10 @@
-import dataclasses, sys
+import dataclasses
+import sys
+
 import autocompress.strategies._bayesbits as bb
-from autocompress.search import load_settings
 from autocompress.runner import run_search
+from autocompress.search import load_settings
+
 step = float(sys.argv[2])
 original = bb.GateSchedule.of
 bb.GateSchedule.of = classmethod(lambda cls, settings: dataclasses.replace(original(settings), multiplier_step=step))
