@@ -1,6 +1,7 @@
 """The bar: does the search's plan beat its best warm start (the projection) after the same final fine-tune?
 
-Two arms per seed, the same final fine-tune (``--final-epochs``, the preset's lr, the seed):
+Two arms per seed, the same final fine-tune (``--final-epochs``, the preset's lr, the seed, and whatever
+``--common`` sets for both, such as distillation):
 
 * ``search``: ``autocompress search`` as configured (by default the coefficient space, the cheap KL score,
   CMA-ES, the best few plans fine-tuned briefly), which returns one plan and fine-tunes it;
@@ -57,18 +58,22 @@ def main() -> int:
     parser.add_argument("--final-epochs", type=float, default=2.0)
     parser.add_argument("--trials", type=int, help="the search arm's trials (default: the preset's)")
     parser.add_argument("--search", default=json.dumps(SEARCH), help="the search arm's settings, as JSON")
+    parser.add_argument("--common", default="{}",
+                        help='settings both arms share, as JSON (for example \'{"distill": true}\')')
     parser.add_argument("--output-root", type=Path, default=REPO / "studies" / "search_ab",
                         help="kept, so that a rerun resumes finished arms")
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    search = {**json.loads(args.search), **({"trials": args.trials} if args.trials else {})}
-    print(machine_line("search_ab.py", f"{args.config.name}, final fine-tune {args.final_epochs:g} epoch(s), search {search}"))
+    common = json.loads(args.common)
+    search = {**common, **json.loads(args.search), **({"trials": args.trials} if args.trials else {})}
+    print(machine_line("search_ab.py", f"{args.config.name}, final fine-tune {args.final_epochs:g} epoch(s), "
+                                       f"both arms {common}, search {search}"))
     rows = []
     for seed in seeds:
         found = arm(args, "search", seed, search)
-        warm = arm(args, "projection", seed, {"mode": "projection"})
+        warm = arm(args, "projection", seed, {**common, "mode": "projection"})
         rows.append((seed, found, warm))
         print(f"seed {seed}: search {found['test']:.2%} ({found['bytes']:,} B, trial {found['trial']} by {found['maker']}, "
               f"{found['minutes']:.1f} min)  projection {warm['test']:.2%} ({warm['bytes']:,} B, {warm['minutes']:.1f} min)  "

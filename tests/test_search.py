@@ -390,3 +390,24 @@ def test_a_study_keeps_the_score_it_was_created_with(tiny_checkpoint: Path, synt
     open_study(first)
     with pytest.raises(AutocompressError, match="created to maximize .* score trials by kl"):
         open_study(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="fixed", trial_score="kl"))
+
+
+def test_a_rerun_of_a_finished_search_keeps_its_final_fine_tune_unless_its_settings_change(
+    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, trials=3, study_name="again")
+    first = run_search(settings, log=lambda _: None)
+    packed = first.study_dir / "best.acz"
+    written = (packed.read_bytes(), packed.stat().st_mtime_ns, (first.study_dir / "best.yaml").read_text())
+    messages: list[str] = []
+    second = run_search(settings, log=messages.append)
+    assert any("final fine-tune of trial" in message and "done already" in message for message in messages), messages
+    assert not any(message.startswith("final fine-tune of trial") for message in messages)
+    assert (packed.read_bytes(), packed.stat().st_mtime_ns, (first.study_dir / "best.yaml").read_text()) == written
+    assert second.best_plan is not None and second.best_plan.result == first.best_plan.result
+    longer = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, trials=3, study_name="again", final_epochs=0.2)
+    messages.clear()
+    third = run_search(longer, log=messages.append)
+    assert any(message.startswith("final fine-tune of trial") for message in messages), messages
+    assert third.best_plan is not None and third.best_plan.result["settings"]["final_epochs"] == 0.2
+    assert packed.stat().st_mtime_ns != written[1]

@@ -61,6 +61,32 @@ def write_best(folder: Path, compressed: CompressedModel, context: SearchContext
     return final_plan
 
 
+FINAL_FINETUNE_SETTINGS = ("model", "dataset", "target_bytes", "final_epochs", "lr", "batch_size", "seed", "val_size",
+                           "split_seed", "distill", "distill_temperature", "distill_weight")
+"""The settings that decide what a final fine-tune produces; a rerun that changes one of them trains again."""
+
+
+def finished_final(context: SearchContext, trial_number: int, folder: Path) -> Plan | None:
+    """The plan an earlier run of this study wrote after the final fine-tune of ``trial_number``, when
+    ``folder`` still holds both files of it and the fine-tune's settings are today's; None otherwise.
+
+    The study records the final fine-tune (``StudyFacts.final``) only after both files are written, so an
+    interrupted fine-tune is never mistaken for a finished one."""
+    final = StudyFacts.of(context.opened_study).final
+    best_yaml, best_acz = folder / "best.yaml", folder / "best.acz"
+    if not final or final.get("trial") != trial_number or not best_yaml.is_file() or not best_acz.is_file():
+        return None
+    plan = Plan.load(best_yaml)
+    result = plan.result or {}
+    written = result.get("settings") or {}
+    today = context.settings.to_dict()
+    if result.get("trial") != trial_number or result.get("packed_bytes") != os.path.getsize(best_acz):
+        return None
+    if any(written.get(key) != today[key] for key in FINAL_FINETUNE_SETTINGS):
+        return None
+    return plan
+
+
 def outcome_of(context: SearchContext, plan: Plan, folder: Path) -> SearchOutcome:
     outcome = SearchOutcome.empty(context)
     outcome.best_plan, outcome.packed_path = plan, folder / "best.acz"

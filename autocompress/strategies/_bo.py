@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import optuna
 
+from autocompress.plan import Plan
 from autocompress.search import (
     WARM_START_ATTR,
     SearchContext,
@@ -23,6 +24,7 @@ from autocompress.search import (
     StudyFacts,
     TrialRecord,
     best_feasible_trial,
+    finished_final,
     finished_trials,
     local_workers,
     optimize,
@@ -33,7 +35,7 @@ from autocompress.search import (
 )
 from autocompress.strategies._front import run_front
 from autocompress.strategies._proposals import CoefficientProposer, Proposer, proposer_for
-from autocompress.strategies._scoring import SCORINGS, CheapKL
+from autocompress.strategies._scoring import SCORINGS, CheapKL, Chosen, TrialScoring
 from autocompress.units import format_size
 
 
@@ -58,6 +60,17 @@ class BoStrategy(Strategy):
         counted: dict[str, Any] = {SCORINGS[settings.trial_score].candidates_setting: trials}
         return dataclasses.replace(split, **counted)
 
+    def final_finetune(self, context: SearchContext, scoring: TrialScoring, chosen: Chosen) -> Plan:
+        """Fine-tune the chosen plan, write ``best.acz``/``best.yaml``, then record it in the study."""
+        settings = context.settings
+        teacher = f", distilled from the baseline at T={settings.distill_temperature:g}" if settings.distill else ""
+        context.log(f"final fine-tune of trial {chosen.trial_number} ({settings.final_epochs:g} epochs{teacher})")
+        compressed = scoring.final(chosen)
+        final_plan = write_best(context.settings.study_dir, compressed, context, trial_number=chosen.trial_number,
+                                extra=chosen.facts)
+        StudyFacts(final={key: final_plan.result[key] for key in ("packed_bytes", "accuracy", "trial")}).write(context.opened_study)
+        return final_plan
+
     def run(self, context: SearchContext) -> SearchOutcome:
         settings, study, folder = context.settings, context.opened_study, context.settings.study_dir
         proposer = proposer_for(context)
@@ -76,11 +89,13 @@ class BoStrategy(Strategy):
         if chosen is None:
             context.log("no feasible trial finished yet; rerun the same command to continue the study")
             return SearchOutcome.empty(context)
-        teacher = f", distilled from the baseline at T={settings.distill_temperature:g}" if settings.distill else ""
-        context.log(f"final fine-tune of trial {chosen.trial_number} ({settings.final_epochs:g} epochs{teacher})")
-        compressed = scoring.final(chosen)
-        final_plan = write_best(folder, compressed, context, trial_number=chosen.trial_number, extra=chosen.facts)
-        StudyFacts(final={key: final_plan.result[key] for key in ("packed_bytes", "accuracy", "trial")}).write(study)
+        final_plan = finished_final(context, chosen.trial_number, folder)
+        if final_plan is not None:
+            context.log(f"the final fine-tune of trial {chosen.trial_number} is done already (test "
+                        f"{final_plan.result['accuracy']['test']:.2%}, {final_plan.result['packed_bytes']:,} B); "
+                        f"its files are in {folder}")
+        else:
+            final_plan = self.final_finetune(context, scoring, chosen)
         if settings.front is not None and isinstance(proposer, CoefficientProposer) and isinstance(scoring, CheapKL):
             run_front(context, proposer, scoring.scorer)  # the settings guarantee both (front needs kl and coefficients)
         return outcome_of(context, final_plan, folder)
