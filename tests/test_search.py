@@ -411,3 +411,26 @@ def test_a_rerun_of_a_finished_search_keeps_its_final_fine_tune_unless_its_setti
     assert any(message.startswith("final fine-tune of trial") for message in messages), messages
     assert third.best_plan is not None and third.best_plan.result["settings"]["final_epochs"] == 0.2
     assert packed.stat().st_mtime_ns != written[1]
+
+
+def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_it_changes(
+    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single")
+    first = run_search(settings, log=lambda _: None)
+    packed = first.study_dir / "best.acz"
+    stamp = packed.stat().st_mtime_ns
+    messages: list[str] = []
+    run_search(settings, log=messages.append)
+    assert any(message.startswith("trial 0 already complete") for message in messages), messages
+    assert packed.stat().st_mtime_ns == stamp
+    moved = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single", bits_max=4)
+    messages.clear()
+    changed = run_search(moved, log=messages.append)
+    assert not any("already complete" in message for message in messages)
+    assert changed.best_plan is not None and changed.best_plan.result["trial"] == 1
+    assert max(layer.bits for layer in changed.best_plan.layers.values()) <= 4
+    messages.clear()
+    run_search(moved, log=messages.append)
+    assert any(message.startswith("trial 1 already complete") for message in messages), messages
+    assert len(optuna.load_study(study_name="single", storage=settings.resolved_storage).trials) == 2

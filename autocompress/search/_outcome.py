@@ -65,6 +65,10 @@ FINAL_FINETUNE_SETTINGS = ("model", "dataset", "target_bytes", "final_epochs", "
                            "split_seed", "distill", "distill_temperature", "distill_weight")
 """The settings that decide what a final fine-tune produces; a rerun that changes one of them trains again."""
 
+BOOKKEEPING_SETTINGS = ("study_name", "output_root", "data_dir", "storage", "device", "n_jobs", "worker",
+                        "heartbeat_seconds", "max_retries", "timeout_seconds")
+"""Settings that say where and how a run goes, not what it produces."""
+
 
 def finished_final(context: SearchContext, trial_number: int, folder: Path) -> Plan | None:
     """The plan an earlier run of this study wrote after the final fine-tune of ``trial_number``, when
@@ -73,16 +77,41 @@ def finished_final(context: SearchContext, trial_number: int, folder: Path) -> P
     The study records the final fine-tune (``StudyFacts.final``) only after both files are written, so an
     interrupted fine-tune is never mistaken for a finished one."""
     final = StudyFacts.of(context.opened_study).final
+    if not final or final.get("trial") != trial_number:
+        return None
+    return _written_best(context, folder, trial_number, FINAL_FINETUNE_SETTINGS)
+
+
+def finished_single_plan(context: SearchContext, strategy: str, folder: Path) -> Plan | None:
+    """The plan an earlier run of a one-plan mode (``strategy``) wrote into ``folder``, when the study holds
+    that run's trial as complete and every setting that shapes the result is today's; None otherwise.
+    ``best.yaml`` is written only after its trial completed, so an interrupted run leaves nothing to reuse."""
+    best_yaml = folder / "best.yaml"
+    if not best_yaml.is_file():
+        return None
+    trial_number = (Plan.load(best_yaml).result or {}).get("trial")
+    trials = context.opened_study.get_trials(deepcopy=False)
+    if not isinstance(trial_number, int) or not 0 <= trial_number < len(trials):
+        return None
+    trial, record = trials[trial_number], TrialRecord.of(trials[trial_number])
+    if trial.state != optuna.trial.TrialState.COMPLETE or record.strategy != strategy or record.target_bytes != context.target_bytes:
+        return None
+    shaping = tuple(key for key in context.settings.to_dict() if key not in BOOKKEEPING_SETTINGS)
+    return _written_best(context, folder, trial_number, shaping)
+
+
+def _written_best(context: SearchContext, folder: Path, trial_number: int, keys: tuple[str, ...]) -> Plan | None:
+    """``folder``'s ``best.yaml`` when it is of ``trial_number``, ``best.acz`` beside it has the bytes it
+    records, and the settings it was written under agree with today's on ``keys``."""
     best_yaml, best_acz = folder / "best.yaml", folder / "best.acz"
-    if not final or final.get("trial") != trial_number or not best_yaml.is_file() or not best_acz.is_file():
+    if not best_yaml.is_file() or not best_acz.is_file():
         return None
     plan = Plan.load(best_yaml)
     result = plan.result or {}
-    written = result.get("settings") or {}
-    today = context.settings.to_dict()
+    written, today = result.get("settings") or {}, context.settings.to_dict()
     if result.get("trial") != trial_number or result.get("packed_bytes") != os.path.getsize(best_acz):
         return None
-    if any(written.get(key) != today[key] for key in FINAL_FINETUNE_SETTINGS):
+    if any(written.get(key, "missing") != today[key] for key in keys):
         return None
     return plan
 

@@ -20,7 +20,7 @@ from autocompress.pipeline import CompressedModel, finetune_under_plan_, harden_
 from autocompress.plan import Plan
 from autocompress.search._budget import fit_to_budget
 from autocompress.search._context import SearchContext
-from autocompress.search._outcome import SearchOutcome, outcome_of, write_best
+from autocompress.search._outcome import SearchOutcome, finished_single_plan, outcome_of, write_best
 from autocompress.search._records import TrialRecord
 from autocompress.search._study import run_one_trial
 from autocompress.units import format_size
@@ -78,7 +78,13 @@ def plan_trial(context: SearchContext, plan: Plan, *, strategy: str, train: Trai
                extra: dict[str, Any] | None = None) -> SearchOutcome:
     """One trial that trains ``plan`` the strategy's way, measures it (test included: it is final), records
     it, and writes ``best.yaml`` and ``best.acz``. The single-plan strategies are this and a plan."""
-    study = context.opened_study
+    study, folder = context.opened_study, context.settings.study_dir
+    done = finished_single_plan(context, strategy, folder)
+    if done is not None:
+        recorded = done.result or {}
+        context.log(f"trial {recorded['trial']} already complete (val {recorded['accuracy']['val']:.2%}, test "
+                    f"{recorded['accuracy']['test']:.2%}, {recorded['packed_bytes']:,} B); its files are in {folder}")
+        return outcome_of(context, done, folder)
 
     def work(trial: optuna.Trial) -> tuple[float, tuple[CompressedModel, dict[str, Any]]]:
         started = time.perf_counter()
@@ -96,7 +102,6 @@ def plan_trial(context: SearchContext, plan: Plan, *, strategy: str, train: Trai
     if result is None:
         raise AutocompressError(f"{strategy}: the training diverged (loss not finite); try a lower --lr")
     trial_number, (compressed, measurements) = result
-    folder = context.settings.study_dir
     facts = {"strategy": strategy, **(extra or {}), **({"measurements": measurements} if measurements else {})}
     written = write_best(folder, compressed, context, trial_number=trial_number, extra=facts)
     context.log(f"{folder / 'best.acz'}: {format_size(written.result['packed_bytes'])} (target "

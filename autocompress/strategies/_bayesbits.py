@@ -39,11 +39,8 @@ from autocompress.search import (
     SearchSettings,
     SearchSpace,
     Strategy,
-    TrialRecord,
-    completed_trial,
     finetune_plan,
     fit_to_budget,
-    outcome_of,
     plan_trial,
     register_strategy,
 )
@@ -276,13 +273,6 @@ class BayesBitsStrategy(Strategy):
                 f"{settings.final_epochs:g} epoch(s) with the plan hard")
 
     def run(self, context: SearchContext) -> SearchOutcome:
-        done = completed_trial(context.opened_study, self.name, context.target_bytes)
-        best = context.settings.study_dir / "best.yaml"
-        if done is not None and best.is_file() and (context.settings.study_dir / "best.acz").is_file():
-            record = TrialRecord.of(done)
-            context.log(f"trial {done.number} already complete (val {done.value:.2%}, {record.packed_bytes:,} B); "
-                        f"its files are in {context.settings.study_dir}")
-            return outcome_of(context, Plan.load(best), context.settings.study_dir)
         return plan_trial(context, top_plan(context.space, context.model_spec), strategy=self.name,
                           train=gates_then_hard, extra={"mode": self.name})
 
