@@ -377,9 +377,10 @@ def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     assert len(points) == min(2, len(front.best_trials)) and all(0 <= t.user_attrs["test_accuracy"] <= 1 for t in points)
     assert {t.user_attrs["front_trial"] for t in points} <= {t.number for t in front.best_trials}
     assert (outcome.study_dir / "front.png").stat().st_size > 20_000 and (outcome.study_dir / "front.csv").is_file()
-    # a rerun finds every level done and fine-tunes nothing again
+    # a rerun finds every level done and fine-tunes nothing again, the final fine-tune included
     run_search(settings, log=lambda _: None)
-    assert len(optuna.load_study(study_name="kl.finetune", storage=settings.resolved_storage).trials) == len(companion) + 1
+    rerun = optuna.load_study(study_name="kl.finetune", storage=settings.resolved_storage).trials
+    assert [t.user_attrs["fidelity"] for t in rerun] == fidelities
     assert len(optuna.load_study(study_name="kl.front", storage=settings.resolved_storage).trials) == 8
 
 
