@@ -27,6 +27,7 @@ import optuna
 import yaml
 from _common import machine_line
 
+from autocompress.errors import AutocompressError
 from autocompress.search import (
     FINETUNE_SUFFIX,
     TrialRecord,
@@ -42,7 +43,11 @@ def candidates_of(study_dir: Path, study_name: str) -> list[dict]:
     """The short-fine-tuned candidates of the search, in the order the search ranked them after that fine-tune."""
     storage = open_storage(f"sqlite:///{study_dir / 'study.db'}", heartbeat_seconds=None)
     scored = optuna.load_study(study_name=study_name, storage=storage)
-    companion = optuna.load_study(study_name=study_name + FINETUNE_SUFFIX, storage=storage)
+    try:
+        companion = optuna.load_study(study_name=study_name + FINETUNE_SUFFIX, storage=storage)
+    except KeyError:
+        raise AutocompressError(f"{study_dir} has no short fine-tunes; this needs a search run with "
+                                "--trial-score kl and --finetune-top") from None
     rows = []
     for trial in companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         record = TrialRecord.of(trial)
@@ -62,7 +67,19 @@ def main() -> int:
                         help="only these candidates (trial numbers of the scored study, comma-separated); default all")
     parser.add_argument("--final-epochs", type=float, default=None, help="override the study's final epochs (a quick check)")
     args = parser.parse_args()
+    missing = [name for name in ("run.yaml", "study.db", "best.yaml") if not (args.study_dir / name).is_file()]
+    if missing:
+        print(f"error: {args.study_dir} lacks {', '.join(missing)}; pass the folder of a finished search", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except AutocompressError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
+
+def run(args: argparse.Namespace) -> int:
+    """Fine-tune the requested candidates that are not in ``candidates.json`` yet, then print the table."""
     flags = {"output_root": str(args.out.parent), "study_name": args.out.name}
     if args.final_epochs is not None:
         flags["final_epochs"] = args.final_epochs
