@@ -48,12 +48,13 @@ def candidates_of(study_dir: Path, study_name: str) -> list[dict]:
     except KeyError:
         raise AutocompressError(f"{study_dir} has no short fine-tunes; this needs a search run with "
                                 "--trial-score kl and --finetune-top") from None
+    scored_trials = scored.get_trials(deepcopy=False)
     rows = []
     for trial in companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         record = TrialRecord.of(trial)
         if record.fidelity != "finetune":
             continue
-        parent = scored.get_trials(deepcopy=False)[record.parent or 0]
+        parent = scored_trials[record.parent or 0]
         rows.append({"trial": record.parent, "maker": TrialRecord.of(parent).strategy, "search_kl": parent.value,
                      "finetune_kl": trial.value, "finetune_val": record.val_accuracy, "plan": record.plan})
     return sorted(rows, key=lambda row: row["finetune_kl"])
@@ -93,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "candidates.json"
-    results: dict[str, dict] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    try:
+        results: dict[str, dict] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    except json.JSONDecodeError as error:
+        raise AutocompressError(f"{results_path} is not readable JSON ({error}); move it aside to start over") from None
     same_recipe = args.final_epochs is None or args.final_epochs == original["final_epochs"]
     if same_recipe:
         results[str(chosen_trial)] = {"val": best["result"]["accuracy"]["val"], "test": best["result"]["accuracy"]["test"],
