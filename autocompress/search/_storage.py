@@ -38,6 +38,7 @@ JOURNAL_PREFIX = "journal:"
 HEARTBEAT_ATTR = "autocompress:heartbeat"  # unix time of a journal trial's last heartbeat
 STALE_AFTER_HEARTBEATS = 3
 SQLITE_BUSY_SECONDS = 60  # how long a write waits for another process's transaction
+CREATE_RACE_ATTEMPTS = 5  # openings of a new storage that another worker is creating (0.5 + 1 + 2 + 4 s of waits)
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -72,7 +73,35 @@ def _open(url: str, heartbeat_seconds: int | None, max_retries: int) -> BaseStor
 
 
 def _rdb(url: str, **kwargs: Any) -> RDBStorage:
-    """An RDBStorage, with one clear error for a missing driver or an unreachable server."""
+    """An RDBStorage, with one clear error for a missing driver or an unreachable server.
+
+    Workers started together on a new storage all create its tables at once; all but one lose that
+    race (a table that "already exists", a duplicate schema version, a locked file). The losers wait
+    and open it again: by then the winner has made the tables."""
+    for attempt in range(CREATE_RACE_ATTEMPTS):
+        try:
+            return _rdb_once(url, **kwargs)
+        except sqlalchemy.exc.DBAPIError as error:
+            if attempt == CREATE_RACE_ATTEMPTS - 1 or not _lost_creation_race(error):
+                raise _storage_error(url, error) from None
+            time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _lost_creation_race(error: sqlalchemy.exc.DBAPIError) -> bool:
+    if isinstance(error, sqlalchemy.exc.IntegrityError):
+        return True
+    reason = str(error.orig or error).lower()
+    return "already exists" in reason or "locked" in reason
+
+
+def _storage_error(url: str, error: sqlalchemy.exc.DBAPIError) -> AutocompressError:
+    reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+    return AutocompressError(f"cannot open the storage {redact(url)}: {reason}; check that the server is up "
+                             "and the URL (user, password, host, port, database) is right")
+
+
+def _rdb_once(url: str, **kwargs: Any) -> RDBStorage:
     try:
         return RDBStorage(url, **kwargs)
     except ImportError:  # Optuna's message for a missing driver names none
@@ -81,10 +110,6 @@ def _rdb(url: str, **kwargs: Any) -> RDBStorage:
     except sqlalchemy.exc.ArgumentError as error:
         raise AutocompressError(f"cannot read the storage URL {redact(url)!r}: {error}; use sqlite:///path.db, "
                                 "postgresql://user:password@host:port/db or journal:path.log") from None
-    except sqlalchemy.exc.OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
-        raise AutocompressError(f"cannot open the storage {redact(url)}: {reason}; check that the server is up "
-                                "and the URL (user, password, host, port, database) is right") from None
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
