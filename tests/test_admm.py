@@ -279,6 +279,7 @@ def test_sigint_during_an_admm_sweep_keeps_finished_targets_and_a_rerun_complete
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
     trials = optuna.load_study(study_name="isweep", storage=storage).trials
     assert [(t.user_attrs["target_bytes"], t.state) for t in trials] == [
         (4000, optuna.trial.TrialState.COMPLETE), (3000, optuna.trial.TrialState.FAIL)]
