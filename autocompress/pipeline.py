@@ -57,6 +57,7 @@ def finetune_under_plan_(
     on_step: StepCallback | None = None,
     masks: dict[str, torch.Tensor] | None = None,
     distillation: Distillation | None = None,
+    checkpoint_path: Path | None = None,
 ) -> TrainResult | None:
     """In-parallel pruning-quantization fine-tuning, then BN recalibration, in place.
 
@@ -64,7 +65,9 @@ def finetune_under_plan_(
     detached): hardening them under ``plan`` gives the compressed model.
     ``masks`` fixes the sparsity pattern of those layers (see ``attach_fake_quant_``);
     without it each step re-selects the largest weights. ``distillation`` makes the
-    fine-tuning learn from a teacher's soft outputs as well as the labels.
+    fine-tuning learn from a teacher's soft outputs as well as the labels. ``checkpoint_path``
+    keeps the training state after every epoch, and a run that finds its own state there resumes
+    it (see :func:`~autocompress.engine.train`).
     """
     attach_fake_quant_(model, plan, masks)
     try:
@@ -83,6 +86,7 @@ def finetune_under_plan_(
                 on_epoch_end=on_epoch_end,
                 on_step=on_step,
                 distillation=distillation,
+                checkpoint_path=checkpoint_path,
             )
         recalibrate_bn(model, train_set, device=device, seed=seed)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
@@ -9,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import optuna
@@ -197,6 +199,7 @@ def test_sigint_mid_search_then_rerun_completes_the_study(
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr, stderr  # the stop the user asked for is one line, not a stack
     interrupted = optuna.load_study(study_name="resume", storage=storage).trials
     kept = {(t.number, t.value) for t in interrupted if t.state == optuna.trial.TrialState.COMPLETE}
     assert set(finished_before) <= kept and len(kept) < 8
@@ -264,6 +267,37 @@ def swallow_a_ctrl_c_then_check() -> None:
             pass  # what a weakref or GC callback would do with it: drop it
         with pytest.raises(KeyboardInterrupt):
             guard.check(12)  # as an on_step callback
+
+
+def test_a_ctrl_c_inside_a_weakref_callback_prints_no_traceback_and_is_raised_again() -> None:
+    """Where the interpreter drops an exception (here a weakref callback, as SQLAlchemy registers), it
+    hands it to ``sys.unraisablehook``, which prints "Exception ignored in ..." and a traceback; under
+    the guard a dropped Ctrl-C does not reach the hook, and the next check raises it."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = sys.unraisablehook
+    reached_the_hook: list[object] = []
+    sys.unraisablehook = reached_the_hook.append
+
+    class Collected:
+        pass
+
+    def on_collected(_reference: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+
+    try:
+        with InterruptGuard() as guard:
+            target = Collected()
+            reference = weakref.ref(target, on_collected)
+            del target  # the callback runs here, and the interpreter drops its KeyboardInterrupt
+            assert reference() is None and guard.requested
+            with pytest.raises(KeyboardInterrupt):
+                guard.check()
+        assert sys.unraisablehook == reached_the_hook.append  # restored
+    finally:
+        sys.unraisablehook = before
+        signal.signal(signal.SIGINT, inherited)
+    assert reached_the_hook == []
 
 
 @pytest.mark.parametrize(("field", "value"), [("space", "sideways"), ("sampler", "annealing"), ("pruner", "sometimes")])
@@ -446,3 +480,58 @@ def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_
     run_search(moved, log=messages.append)
     assert any(message.startswith("trial 1 already complete") for message in messages), messages
     assert len(optuna.load_study(study_name="single", storage=settings.resolved_storage).trials) == 2
+
+
+class _StopAtStep:
+    """An interrupt guard that presses Ctrl-C at one training step, and counts the steps it saw."""
+
+    def __init__(self, stop_at: int | None) -> None:
+        self.stop_at, self.steps = stop_at, []
+
+    def check(self, step: int | None = None, *_: object) -> None:
+        if step is not None:
+            self.steps.append(step)
+        if step is not None and step == self.stop_at:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_final_finetune_resumes_after_its_last_finished_epoch(
+        tiny_module: Path, tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
+    """1,800 training images in batches of 64: 28 steps an epoch, 84 in 3 epochs. Stopped at step 40, the
+    rerun starts at step 29 (epoch 2) and ends with the weights of a run that was never stopped."""
+    from autocompress.search import SearchContext, prepare_context
+    from autocompress.search._trials import finetune_plan, finetune_state_path
+
+    def context_for(folder: str, **overrides: object) -> SearchContext:
+        settings = settings_for(tmp_path / folder, synthetic_data_dir, tiny_checkpoint, final_epochs=3,
+                                study_name="resume", **overrides)
+        return prepare_context(settings, log=messages.append)
+
+    messages: list[str] = []
+    context = context_for("straight")
+    plan = best_uniform_plan(context.sizes, context.space, context.target_bytes)
+    straight = copy.deepcopy(context.baseline)
+    context.interrupt = _StopAtStep(None)  # type: ignore[assignment]
+    finetune_plan(straight, plan, context)
+    assert context.interrupt.steps == list(range(1, 85))  # type: ignore[attr-defined]
+    assert not list(context.settings.study_dir.glob("finetune-*.state"))  # gone once done
+
+    context = context_for("stopped")
+    state = finetune_state_path(context.baseline, plan, context)
+    context.interrupt = _StopAtStep(40)  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        finetune_plan(copy.deepcopy(context.baseline), plan, context)
+    assert state.exists()
+    other_lr = context_for("stopped", lr=0.02)  # another recipe never resumes this state
+    assert finetune_state_path(other_lr.baseline, plan, other_lr) != state
+    other_plan = Plan(layers={**plan.layers, "0": LayerSetting(0.5, 4)})
+    assert finetune_state_path(context.baseline, other_plan, context) != state
+
+    resumed = copy.deepcopy(context.baseline)
+    context.interrupt = _StopAtStep(None)  # type: ignore[assignment]
+    finetune_plan(resumed, plan, context)
+    assert context.interrupt.steps == list(range(29, 85))  # type: ignore[attr-defined]
+    assert any("resuming the fine-tune from its last finished epoch" in message for message in messages)
+    assert not state.exists()
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(expected, actual), name

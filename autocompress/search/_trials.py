@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -61,11 +64,41 @@ def final_distillation(context: SearchContext) -> Distillation | None:
 
 def finetune_plan(model: nn.Module, plan: Plan, context: SearchContext, *, masks: dict[str, torch.Tensor] | None = None) -> None:
     """The final fine-tune of ``plan`` on ``model`` (in place): ``final_epochs`` of in-parallel
-    pruning-quantization at the settings' lr and seed, distilled when ``distill`` is set."""
+    pruning-quantization at the settings' lr and seed, distilled when ``distill`` is set.
+
+    Its training state is saved in the study folder after every epoch (:func:`finetune_state_path`),
+    so a run that was stopped (Ctrl-C, a kill, a lost machine) and started again carries on after
+    the last finished epoch instead of from the start; the file goes once the fine-tune is done."""
     settings = context.settings
+    state = finetune_state_path(model, plan, context, masks) if settings.final_epochs > 0 else None
+    if state is not None and state.exists():
+        context.log(f"  resuming the fine-tune from its last finished epoch ({state})")
     finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.final_epochs,
                          lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed, on_step=context.interrupt.check,
-                         masks=masks, distillation=final_distillation(context))
+                         masks=masks, distillation=final_distillation(context), checkpoint_path=state)
+    if state is not None:
+        state.unlink(missing_ok=True)
+
+
+def finetune_state_path(model: nn.Module, plan: Plan, context: SearchContext,
+                        masks: dict[str, torch.Tensor] | None = None) -> Path:
+    """Where the final fine-tune of ``plan`` keeps its training state: the study folder, under a name
+    that digests everything the fine-tune's result depends on (the starting weights, the plan, the
+    fixed sparsity pattern, the training settings and the data split). Another plan or setting gets
+    another file, so a state is only ever resumed by the run that wrote it."""
+    settings = context.settings
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps(plan.to_dict()["layers"], sort_keys=True).encode())
+    for name in sorted(masks or {}):
+        digest.update(name.encode())
+        digest.update((masks or {})[name].detach().cpu().contiguous().numpy().tobytes())
+    recipe = [settings.final_epochs, settings.lr, settings.batch_size, settings.seed, settings.distill,
+              settings.distill_temperature, settings.distill_weight, settings.dataset, settings.val_size,
+              settings.split_seed, len(context.splits.train)]
+    digest.update(json.dumps(recipe).encode())
+    return settings.study_dir / f"finetune-{digest.hexdigest()[:16]}.state"
 
 
 def train_final(model: nn.Module, plan: Plan, context: SearchContext) -> tuple[Plan, dict[str, Any]]:
