@@ -58,6 +58,7 @@ def finetune_under_plan_(
     masks: dict[str, torch.Tensor] | None = None,
     distillation: Distillation | None = None,
     checkpoint_path: Path | None = None,
+    stop_after_epochs: int | None = None,
 ) -> TrainResult | None:
     """In-parallel pruning-quantization fine-tuning, then BN recalibration, in place.
 
@@ -67,7 +68,8 @@ def finetune_under_plan_(
     without it each step re-selects the largest weights. ``distillation`` makes the
     fine-tuning learn from a teacher's soft outputs as well as the labels. ``checkpoint_path``
     keeps the training state after every epoch, and a run that finds its own state there resumes
-    it (see :func:`~autocompress.engine.train`).
+    it (see :func:`~autocompress.engine.train`); ``stop_after_epochs`` stops the schedule part-way
+    (the fine-tune of a race, which the winner resumes).
     """
     attach_fake_quant_(model, plan, masks)
     try:
@@ -87,6 +89,7 @@ def finetune_under_plan_(
                 on_step=on_step,
                 distillation=distillation,
                 checkpoint_path=checkpoint_path,
+                stop_after_epochs=stop_after_epochs,
             )
         recalibrate_bn(model, train_set, device=device, seed=seed)
     finally:

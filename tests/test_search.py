@@ -429,6 +429,44 @@ def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     assert len(optuna.load_study(study_name="kl.front", storage=settings.resolved_storage).trials) == 8
 
 
+def test_a_race_hands_the_final_fine_tune_to_the_short_listed_plan_closest_to_the_baseline_on_validation(
+    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    """Two short-listed plans each run the first epoch of the 3-epoch final fine-tune; the one with the lower
+    validation KL carries on from its saved state and ends with the weights of an unbroken fine-tune."""
+    from autocompress.search import TrialRecord, finetune_plan, measure_within_budget, prepare_context
+
+    common = dict(target_size="3KB", space="coefficients", trial_score="kl", sampler="cmaes", trials=6, finetune_top=3,
+                  race_top=2, race_epochs=1, final_epochs=3, score_images=256, score_bn_images=128)
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="race", **common)
+    messages: list[str] = []
+    outcome = run_search(settings, log=messages.append)
+    companion = optuna.load_study(study_name="race.finetune", storage=settings.resolved_storage).trials
+    finetuned = sorted((t for t in companion if t.user_attrs["fidelity"] == "finetune"), key=lambda t: t.value)
+    races = [t for t in companion if t.user_attrs["fidelity"] == "race"]
+    assert len(finetuned) == 3 and sorted(t.user_attrs["parent"] for t in races) == sorted(t.user_attrs["parent"] for t in finetuned[:2])
+    assert all(t.value == t.user_attrs["kl_to_baseline"] > 0 and 0 <= t.user_attrs["val_accuracy"] <= 1 for t in races)
+    assert all("test_accuracy" not in t.user_attrs for t in races)  # the race chooses: no test split
+    winner = min(races, key=lambda t: t.value)
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    assert best["result"]["trial"] == winner.user_attrs["parent"]
+    assert best["result"]["race_val_kl"] == round(winner.value, 5) and best["result"]["race_epochs"] == 1
+    assert any("resuming the fine-tune from its last finished epoch" in message for message in messages), messages
+    assert not list(outcome.study_dir.glob("finetune-*.state"))  # the loser's state deleted, the winner's done
+    # the race changed which plan goes on, not how it is trained: an unbroken fine-tune gives the same file
+    straight = prepare_context(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="straight", **common),
+                               log=lambda _: None)
+    plan = TrialRecord(plan=best["layers"]).plan_for(straight.model_spec)
+    model = copy.deepcopy(straight.baseline)
+    finetune_plan(model, plan, straight)
+    measure_within_budget(model, plan, straight, measure_test=True).write(tmp_path / "straight.acz")
+    assert (tmp_path / "straight.acz").read_bytes() == (outcome.study_dir / "best.acz").read_bytes()
+    # a rerun races nothing again
+    run_search(settings, log=lambda _: None)
+    rerun = optuna.load_study(study_name="race.finetune", storage=settings.resolved_storage).trials
+    assert [t.user_attrs["fidelity"] for t in rerun] == [t.user_attrs["fidelity"] for t in companion]
+
+
 def test_a_study_keeps_the_score_it_was_created_with(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
     from autocompress.search import open_study
 

@@ -91,6 +91,7 @@ def train(
     distillation: Distillation | None = None,
     penalty: Penalty | None = None,
     auxiliary: Optimizer | None = None,
+    stop_after_epochs: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD and a per-step cosine schedule from ``lr`` to 0.
 
@@ -108,6 +109,9 @@ def train(
     ``penalty()`` is added to every step's loss. ``auxiliary`` is a second optimizer for some of the
     model's parameters (e.g. learned gates): they are left out of the SGD, and it steps with it (no
     schedule; a run with it cannot be checkpointed).
+    ``stop_after_epochs`` ends the call once that many epochs of the schedule are finished (counting a
+    resumed run's), as an interruption would: the schedule stays that of ``epochs``, so a later call with
+    the same ``checkpoint_path`` carries on to the end with the weights an unbroken run would have.
     """
     device = torch.device(device)
     _check_settings(epochs, lr, momentum, batch_size, len(train_set))
@@ -144,7 +148,8 @@ def train(
         dynamic_ncols=True,
     )
     try:
-        for epoch in range(state.epochs_finished, schedule.num_epochs):
+        last_epoch = schedule.num_epochs if stop_after_epochs is None else min(schedule.num_epochs, stop_after_epochs)
+        for epoch in range(state.epochs_finished, last_epoch):
             bar.set_description(f"epoch {epoch + 1}/{schedule.num_epochs}")
             batches = islice(loader.iter_epoch(epoch), schedule.steps_in_epoch(epoch))
             loss = _train_epoch(

@@ -49,7 +49,14 @@ from autocompress.search._study import (
     ranked_feasible_trials,
     run_one_trial,
 )
-from autocompress.search._trials import finetune_plan, measure_within_budget, plan_trial, worker_name
+from autocompress.search._trials import (
+    final_distillation,
+    finetune_plan,
+    finetune_state_path,
+    measure_within_budget,
+    plan_trial,
+    worker_name,
+)
 from autocompress.search._workers import local_workers
 from autocompress.search.options import Option, SettingError, options_of
 
@@ -94,7 +101,9 @@ __all__ = [
     "constraint_of",
     "dashboard_argument",
     "execute",
+    "final_distillation",
     "finetune_plan",
+    "finetune_state_path",
     "finished_final",
     "finished_trials",
     "fit_to_budget",

@@ -150,6 +150,12 @@ class SearchSettings:
     finetune_top: int = option(3, help="kl score: how many of the best-scored plans get the short fine-tune "
                                        "(--epochs-per-trial); the best of them gets the final one",
                                read=integer(minimum=1), flag="--finetune-top")
+    race_top: int = option(1, help="kl score: how many of the short-fine-tuned plans start the final fine-tune; after "
+                                   "--race-epochs the one closest to the baseline on the validation split (KL) carries "
+                                   "on and the others stop (1: no race, the best after the short fine-tune goes on)",
+                           read=integer(minimum=1), flag="--race-top")
+    race_epochs: int = option(3, help="race: epochs of the final fine-tune each racing plan gets before the choice",
+                              read=integer(minimum=1), flag="--race-epochs")
     targets: list[int] | None = option(None, help="admm: a sweep of targets, e.g. 200KB,100KB,50KB (one run each)",
                                        read=sizes(), flag="--targets", metavar="SIZES")
     admm_epochs: float = option(2.0, help="admm: epochs of ADMM training before the plan is made hard",
@@ -236,6 +242,14 @@ def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str
         (("front", "space", "trial_score"),
          None if settings.front is None or (settings.space == "coefficients" and settings.trial_score == "kl") else
          "front (the budget sampled over a range) needs space coefficients and trial_score kl, where a trial takes seconds"),
+        (("race_top", "trial_score", "finetune_top"),
+         None if settings.race_top == 1 or (settings.trial_score == "kl" and settings.race_top <= settings.finetune_top) else
+         f"race_top ({settings.race_top}) races plans of the kl score's short list: it needs trial_score kl and at most "
+         f"finetune_top ({settings.finetune_top}) plans"),
+        (("race_top", "race_epochs", "final_epochs"),
+         None if settings.race_top == 1 or settings.race_epochs < settings.final_epochs else
+         f"race_epochs ({settings.race_epochs}) must be fewer than final_epochs ({settings.final_epochs:g}): the winner of "
+         "the race carries on to the end of the final fine-tune"),
         registered(settings.mode).settings_problem(settings) or ((), None),
     ]
 

@@ -24,6 +24,7 @@ from autocompress.search import (
     StudyFacts,
     TrialRecord,
     best_feasible_trial,
+    finetune_state_path,
     finished_final,
     finished_trials,
     local_workers,
@@ -94,6 +95,7 @@ class BoStrategy(Strategy):
             context.log(f"the final fine-tune of trial {chosen.trial_number} is done already (test "
                         f"{final_plan.result['accuracy']['test']:.2%}, {final_plan.result['packed_bytes']:,} B); "
                         f"its files are in {folder}")
+            finetune_state_path(context.baseline, chosen.plan, context).unlink(missing_ok=True)  # a race's, not needed
         else:
             final_plan = self.final_finetune(context, scoring, chosen)
         if settings.front is not None and isinstance(proposer, CoefficientProposer) and isinstance(scoring, CheapKL):

@@ -31,11 +31,14 @@ from autocompress.pipeline import CompressedModel, finetune_under_plan_
 from autocompress.plan import Plan
 from autocompress.search import (
     PlanScorer,
+    ScoreSettings,
     SearchContext,
     TrialRecord,
     best_feasible_trial,
     claim_slot,
+    final_distillation,
     finetune_plan,
+    finetune_state_path,
     measure_within_budget,
     open_study,
     ranked_feasible_trials,
@@ -156,14 +159,32 @@ class CheapKL(TrialScoring):
 
     def choose(self) -> Chosen | None:
         """Fine-tune the ``finetune_top`` best distinct plans briefly (each a trial of the companion study, so a
-        rerun goes on where it stopped) and pick the one whose score after that fine-tune is best."""
+        rerun goes on where it stopped) and pick the one whose score after that fine-tune is best; with
+        ``race_top`` > 1, the best ``race_top`` of them race through the first ``race_epochs`` of the final
+        fine-tune and the one closest to the baseline on the validation split is chosen (:meth:`_race`)."""
+        settings = self.context.settings
+        finetuned = self._short_list()
+        if not finetuned:
+            return None
+        if settings.race_top > 1 and len(finetuned) > 1:
+            return self._race(finetuned[: settings.race_top])
+        return self._chosen(finetuned[0])
+
+    def _chosen(self, finetuned: optuna.trial.FrozenTrial, **facts: Any) -> Chosen:
+        record = TrialRecord.of(finetuned)
+        search_score = self.context.opened_study.get_trials(deepcopy=False)[record.parent or 0].value
+        return Chosen(record.plan_for(self.context.model_spec), record.parent or 0,
+                      {"search_kl": round(float(search_score or 0.0), 5), "finetune_kl": round(float(finetuned.value or 0.0), 5),
+                       "finetune_val_accuracy": record.val_accuracy, **facts})
+
+    def _short_list(self) -> list[optuna.trial.FrozenTrial]:
+        """The short fine-tunes of the ``finetune_top`` best distinct plans (run where missing), best first."""
         context, settings = self.context, self.context.settings
         candidates = distinct_plans(ranked_feasible_trials(context.opened_study))[: settings.finetune_top]
         if not candidates:
-            return None
+            return []
         companion, _ = open_study(settings, companion=True)
-        done = {TrialRecord.of(trial).parent for trial in companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if TrialRecord.of(trial).fidelity == "finetune"}
+        done = finished_at(companion, "finetune")
         for number, scored in enumerate(candidates, start=1):
             if scored.number in done:
                 continue
@@ -171,15 +192,66 @@ class CheapKL(TrialScoring):
                         f"{settings.epochs_per_trial:g} epoch(s)")
             companion.enqueue_trial(dict(scored.params), user_attrs={"strategy": "finetune"})
             run_one_trial(companion, functools.partial(self._short_finetune, scored=scored))
-        finetuned = [trial for trial in ranked_feasible_trials(companion) if TrialRecord.of(trial).fidelity == "finetune"]
-        if not finetuned:
-            return None
-        best = finetuned[0]
-        record = TrialRecord.of(best)
-        search_score = context.opened_study.get_trials(deepcopy=False)[record.parent or 0].value
-        return Chosen(record.plan_for(context.model_spec), record.parent or 0,
-                      {"search_kl": round(float(search_score or 0.0), 5), "finetune_kl": round(float(best.value or 0.0), 5),
-                       "finetune_val_accuracy": record.val_accuracy})
+        return [trial for trial in ranked_feasible_trials(companion) if TrialRecord.of(trial).fidelity == "finetune"]
+
+    def _race(self, finetuned: list[optuna.trial.FrozenTrial]) -> Chosen:
+        """Start the final fine-tune of each short-listed plan, stop each after ``race_epochs`` (its training state
+        stays in the study folder), and choose the one whose hardened model is closest to the baseline on the
+        validation split: KL(baseline || model) over all of it. The fine-tune never trains on those images, and the
+        KL needs no labels, so unlike the validation accuracy it neither saturates nor flatters the seen data.
+        Each race is a trial of the companion study (fidelity ``race``); the winner's fine-tune then resumes from
+        its state, and the others' states are deleted."""
+        context, settings = self.context, self.context.settings
+        companion, _ = open_study(settings, companion=True)
+        raced = finished_at(companion, "race")
+        for number, candidate in enumerate(finetuned, start=1):
+            parent = TrialRecord.of(candidate).parent
+            if parent in raced:
+                continue
+            context.log(f"race {number} of {len(finetuned)}: trial {parent}, the first {settings.race_epochs} of "
+                        f"{settings.final_epochs:g} final epochs")
+            scored = context.opened_study.get_trials(deepcopy=False)[parent or 0]
+            companion.enqueue_trial(dict(scored.params), user_attrs={"strategy": "race"})
+            run_one_trial(companion, functools.partial(self._race_one, candidate=candidate))
+        raced = finished_at(companion, "race")
+        entrants = [(raced[TrialRecord.of(candidate).parent], candidate) for candidate in finetuned
+                    if TrialRecord.of(candidate).parent in raced]
+        winner_race, winner = min(entrants, key=lambda pair: float(pair[0].value if pair[0].value is not None else math.inf))
+        for _, candidate in entrants:
+            if candidate is not winner:
+                plan = TrialRecord.of(candidate).plan_for(context.model_spec)
+                finetune_state_path(context.baseline, plan, context).unlink(missing_ok=True)
+        context.log("race: " + ", ".join(f"trial {TrialRecord.of(race).parent} val KL {race.value:.4f}" for race, _ in entrants)
+                    + f"; trial {TrialRecord.of(winner_race).parent} carries on")
+        return self._chosen(winner, race_val_kl=round(float(winner_race.value or 0.0), 5),
+                            race_val_accuracy=TrialRecord.of(winner_race).val_accuracy, race_epochs=settings.race_epochs)
+
+    def _race_one(self, trial: optuna.Trial, candidate: optuna.trial.FrozenTrial) -> tuple[float, None]:
+        context, settings = self.context, self.context.settings
+        started = time.perf_counter()
+        self.proposer.suggest_only(trial)
+        record = TrialRecord.of(candidate)
+        plan = record.plan_for(context.model_spec)
+        TrialRecord(strategy="race", worker=worker_name(), target_bytes=context.target_bytes, parent=record.parent,
+                    fidelity="race").write(trial)
+        model = copy.deepcopy(context.baseline)
+        finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.final_epochs,
+                             lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed, progress=False,
+                             on_step=context.interrupt.check, distillation=final_distillation(context),
+                             checkpoint_path=finetune_state_path(context.baseline, plan, context),
+                             stop_after_epochs=settings.race_epochs)
+        compressed = measure_within_budget(model, plan, context)
+        score = self.val_scorer.score_model(compressed.model)
+        TrialRecord.measured(compressed, target_bytes=context.target_bytes, wall_seconds=time.perf_counter() - started,
+                             kl_to_baseline=score.kl, agreement=score.agreement).write(trial)
+        return score.kl, None
+
+    @functools.cached_property
+    def val_scorer(self) -> PlanScorer:
+        """KL to the baseline over the whole validation split (the race's measure)."""
+        val = self.context.splits.val
+        return PlanScorer(self.context.baseline, val, device=self.context.device,
+                          settings=ScoreSettings(images=len(val), bn_images=1, seed=self.context.settings.seed))
 
     def _short_finetune(self, trial: optuna.Trial, scored: optuna.trial.FrozenTrial) -> tuple[float, None]:
         context, settings = self.context, self.context.settings
@@ -220,6 +292,12 @@ class CheapKL(TrialScoring):
         if result is None:
             raise TrainingDivergedError("the final fine-tune diverged (loss not finite); try a lower --lr")
         return result[1]
+
+
+def finished_at(companion: optuna.Study, fidelity: str) -> dict[int | None, optuna.trial.FrozenTrial]:
+    """The companion study's finished trials of one fidelity level, by the scored trial they measured."""
+    finished = companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return {TrialRecord.of(trial).parent: trial for trial in finished if TrialRecord.of(trial).fidelity == fidelity}
 
 
 def distinct_plans(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
