@@ -508,6 +508,17 @@ def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_
     run_search(settings, log=messages.append)
     assert any(message.startswith("trial 0 already complete") for message in messages), messages
     assert packed.stat().st_mtime_ns == stamp
+    # a best.yaml of an older version, written before some settings existed, is still reused: a setting it
+    # lacks counts as that setting's default (what the older version did)
+    best_yaml = first.study_dir / "best.yaml"
+    document = yaml.safe_load(best_yaml.read_text())
+    for added_later in ("race_top", "race_epochs", "finetune_top"):
+        del document["result"]["settings"][added_later]
+    best_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
+    messages.clear()
+    run_search(settings, log=messages.append)
+    assert any(message.startswith("trial 0 already complete") for message in messages), messages
+    assert packed.stat().st_mtime_ns == stamp
     moved = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single", bits_max=4)
     messages.clear()
     changed = run_search(moved, log=messages.append)

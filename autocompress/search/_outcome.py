@@ -15,7 +15,9 @@ from autocompress.pipeline import CompressedModel, harden_and_measure
 from autocompress.plan import Plan
 from autocompress.search._context import SearchContext
 from autocompress.search._records import StudyFacts, TrialRecord
+from autocompress.search._settings import SETTING_OPTIONS, SearchSettings
 from autocompress.search._study import best_feasible_trial
+from autocompress.search.options import default_of
 from autocompress.units import format_size
 
 
@@ -111,9 +113,17 @@ def _written_best(context: SearchContext, folder: Path, trial_number: int, keys:
     written, today = result.get("settings") or {}, context.settings.to_dict()
     if result.get("trial") != trial_number or result.get("packed_bytes") != os.path.getsize(best_acz):
         return None
-    if any(written.get(key, "missing") != today[key] for key in keys):
+    if any(written_setting(written, key) != today[key] for key in keys):
         return None
     return plan
+
+
+def written_setting(written: dict[str, Any], key: str) -> Any:
+    """A setting as an earlier run recorded it; a setting added since then counts as its default, which is
+    what that run did (so a new version's new setting does not throw away an old run's finished result)."""
+    if key in written:
+        return written[key]
+    return default_of(SearchSettings, key) if key in SETTING_OPTIONS else "missing"
 
 
 def outcome_of(context: SearchContext, plan: Plan, folder: Path) -> SearchOutcome:
