@@ -519,6 +519,13 @@ def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_
     run_search(settings, log=messages.append)
     assert any(message.startswith("trial 0 already complete") for message in messages), messages
     assert packed.stat().st_mtime_ns == stamp
+    # settings that only the trial-based search reads cannot change a one-plan mode's result
+    search_only = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single",
+                               sampler="random", trials=9, finetune_top=2, space="relative")
+    messages.clear()
+    run_search(search_only, log=messages.append)
+    assert any(message.startswith("trial 0 already complete") for message in messages), messages
+    assert packed.stat().st_mtime_ns == stamp
     moved = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single", bits_max=4)
     messages.clear()
     changed = run_search(moved, log=messages.append)

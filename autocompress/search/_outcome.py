@@ -71,6 +71,12 @@ BOOKKEEPING_SETTINGS = ("study_name", "output_root", "data_dir", "storage", "dev
                         "heartbeat_seconds", "max_retries", "timeout_seconds")
 """Settings that say where and how a run goes, not what it produces."""
 
+TRIAL_SEARCH_SETTINGS = ("sampler", "pruner", "sampler_startup_trials", "trials", "epochs_per_trial", "warm_start", "space",
+                         "coefficient_groups", "coefficient_range", "trial_score", "score_images", "score_bn_images",
+                         "score_steps", "front", "front_trials", "front_finetunes", "finetune_top", "race_top", "race_epochs")
+"""Settings read only by the trial-based search (its sampler, space, score and fidelity levels): a one-plan
+mode's result does not depend on them, so changing one does not train that plan again."""
+
 
 def finished_final(context: SearchContext, trial_number: int, folder: Path) -> Plan | None:
     """The plan an earlier run of this study wrote after the final fine-tune of ``trial_number``, when
@@ -98,7 +104,7 @@ def finished_single_plan(context: SearchContext, strategy: str, folder: Path) ->
     trial, record = trials[trial_number], TrialRecord.of(trials[trial_number])
     if trial.state != optuna.trial.TrialState.COMPLETE or record.strategy != strategy or record.target_bytes != context.target_bytes:
         return None
-    shaping = tuple(key for key in context.settings.to_dict() if key not in BOOKKEEPING_SETTINGS)
+    shaping = tuple(key for key in context.settings.to_dict() if key not in BOOKKEEPING_SETTINGS + TRIAL_SEARCH_SETTINGS)
     return _written_best(context, folder, trial_number, shaping)
 
 
