@@ -7,11 +7,16 @@
    ``--final-epochs``; prints the seconds per trial (median of the scored trials), per short fine-tune,
    and the result: ``best.acz``'s bytes (read from the file) and its test accuracy.
 
-Everything it writes goes to ``--out`` (``$OUT`` on the device machine): the log, the study folder's
-``best.yaml`` and ``best.acz``. Made to finish inside 10 minutes on one H200 with the defaults.
+3. Reads ``best.acz`` back (``read_packed``, as ``autocompress evaluate --packed`` does) and checks that
+   its test accuracy is the one the search reported.
 
-    python benchmarks/gpu.py --data-dir ../shared/data --out "$OUT"          # on the CUDA machine
-    python benchmarks/gpu.py --quick --device cpu --out /tmp/gpu-check         # a CPU rehearsal of the code path
+The checkpoint and the study go to ``--work``; ``--out`` (``$OUT`` on the device machine) gets the
+few files worth bringing back: ``gpu-summary.json``, ``best.yaml``, ``best.acz``, ``pareto.png`` and
+``trials.csv``. Made to finish inside 10 minutes on one H200 with the defaults.
+``benchmarks/gpu_device.sh`` is how it is run through the device tool (data carried in two calls).
+
+    python benchmarks/gpu.py --data-dir ../shared/data --out "$OUT" --work /tmp/work   # on the CUDA machine
+    python benchmarks/gpu.py --quick --device cpu --out /tmp/gpu-check                  # a CPU rehearsal of the code path
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from _common import machine_line
 from autocompress.data import DataSplits, prepare_splits
 from autocompress.engine import evaluate, resolve_device, train
 from autocompress.models import build_model, save_checkpoint
+from autocompress.pack import read_packed
 from autocompress.runner import run_search
 from autocompress.search import TrialRecord, load_settings
 
@@ -44,10 +50,28 @@ def subset(splits: DataSplits, train_images: int, other_images: int) -> DataSpli
                       splits.test.subset(torch.arange(other_images)), splits.num_classes)
 
 
+def fit_to_seconds(args: argparse.Namespace, timings: dict[str, float]) -> None:
+    """Scale ``args``' baseline, short and final epochs by one factor (at most 1) so that the rehearsal's
+    per-epoch and per-trial seconds predict a run of at most ``args.fit_seconds`` (60 s kept for the rest).
+
+    The per-epoch time of a fine-tune under a plan is the rehearsal's short fine-tune divided by its
+    epochs, which counts that fine-tune's fixed costs into every epoch: an over-estimate, on purpose."""
+    finetune_epoch = timings["seconds_per_short_finetune"] / timings["epochs_per_trial"]
+    scalable = (args.epochs * timings["epoch_seconds"]
+                + (3 * args.epochs_per_trial + args.final_epochs) * finetune_epoch)
+    room = args.fit_seconds - 60 - args.trials * timings["seconds_per_trial"]
+    factor = min(1.0, max(room, 0.0) / scalable)
+    args.epochs, args.epochs_per_trial, args.final_epochs = (
+        max(round(args.epochs * factor), 3), max(round(args.epochs_per_trial * factor, 2), 0.1), max(round(args.final_epochs * factor), 1))
+    print(f"fitted to {args.fit_seconds:g} s (factor {factor:.2f}): {args.epochs:g} baseline epochs, {args.trials} trials, "
+          f"{args.epochs_per_trial:g}-epoch short fine-tunes, {args.final_epochs:g} final epochs", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-check")))
+    parser.add_argument("--work", type=Path, default=None, help="checkpoint and study folder (default: --out)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--epochs", type=float, default=25, help="baseline training epochs")
     parser.add_argument("--target", default="1MB")
@@ -56,17 +80,26 @@ def main() -> int:
     parser.add_argument("--final-epochs", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--quick", action="store_true", help="a CPU rehearsal: 2,000 images, tiny epochs, 4 trials")
+    parser.add_argument("--fit-seconds", type=float, default=None,
+                        help="shrink the epochs (never the trials) so the run's estimate fits this many seconds")
+    parser.add_argument("--timings", type=Path, default=None, help="a rehearsal's gpu-summary.json, for --fit-seconds")
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.trials, args.epochs_per_trial, args.final_epochs = 0.2, 4, 0.05, 0.05
+    if args.fit_seconds is not None:
+        if args.timings is None:
+            parser.error("--fit-seconds needs --timings (a rehearsal's gpu-summary.json)")
+        fit_to_seconds(args, json.loads(args.timings.read_text()))
     args.out.mkdir(parents=True, exist_ok=True)
+    work = args.work or args.out
+    work.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     print(machine_line("gpu.py", f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")),
           flush=True)
-    splits = prepare_splits("cifar10", args.data_dir, val_size=5000, split_seed=0)
-    if args.quick:
-        splits = subset(splits, 2000, 500)
-    summary: dict[str, object] = {"device": str(device), "epochs": args.epochs}
+    full_splits = prepare_splits("cifar10", args.data_dir, val_size=5000, split_seed=0)  # what the search uses
+    splits = subset(full_splits, 2000, 500) if args.quick else full_splits
+    summary: dict[str, object] = {"device": str(device), "epochs": args.epochs, "trials": args.trials,
+                                  "epochs_per_trial": args.epochs_per_trial, "final_epochs": args.final_epochs}
 
     model = build_model("resnet18")
     started = time.perf_counter()
@@ -76,7 +109,7 @@ def main() -> int:
         torch.cuda.synchronize()
     epoch_seconds = (time.perf_counter() - started) / args.epochs
     baseline_test = evaluate(model, splits.test, device=device)
-    checkpoint = args.out / "resnet18-baseline.pt"
+    checkpoint = work / "resnet18-baseline.pt"
     save_checkpoint(checkpoint, model, model_spec="resnet18")
     summary.update(epoch_seconds=round(epoch_seconds, 2), baseline_test=baseline_test, final_loss=result.final_loss)
     print(f"baseline: {args.epochs:g} epochs, {epoch_seconds:.2f} s per epoch, test top-1 {baseline_test:.2%}", flush=True)
@@ -86,7 +119,7 @@ def main() -> int:
         "space": "coefficients", "trial_score": "kl", "sampler": "cmaes", "trials": args.trials,
         "epochs_per_trial": args.epochs_per_trial, "final_epochs": args.final_epochs, "finetune_top": 3,
         "batch_size": args.batch_size, "sparsity_max": 0.98, "bits_max": 6, "device": args.device,
-        "output_root": str(args.out / "studies"), "study_name": "resnet18-1MB",
+        "output_root": str(work / "studies"), "study_name": "resnet18-1MB",
     })
     started = time.perf_counter()
     outcome = run_search(settings, log=lambda message: print(f"  {message}", flush=True))
@@ -106,10 +139,15 @@ def main() -> int:
           f"{summary['seconds_per_short_finetune']} s per short fine-tune, {search_minutes:.1f} min in all", flush=True)
     print(f"result: best.acz {summary['packed_bytes']:,} B (target {args.target}), test top-1 {summary['test']:.2%} "
           f"(baseline {baseline_test:.2%}), plan of trial {summary['trial']} by {summary['maker']}", flush=True)
+    packed_test = evaluate(read_packed(packed).model, full_splits.test, device=device)
+    summary.update(packed_test=packed_test)
+    print(f"best.acz read back: test top-1 {packed_test:.2%} (the search reported {summary['test']:.2%})", flush=True)
     (args.out / "gpu-summary.json").write_text(json.dumps(summary, indent=1))
-    for name in ("best.yaml", "best.acz"):
-        shutil.copy(settings.study_dir / name, args.out / name)
+    for name in ("best.yaml", "best.acz", "pareto.png", "trials.csv"):
+        if (settings.study_dir / name).exists():
+            shutil.copy(settings.study_dir / name, args.out / name)
     assert outcome.packed_path is not None and os.path.getsize(outcome.packed_path) <= settings.target_bytes
+    assert abs(packed_test - float(summary["test"])) <= 0.001, "best.acz does not reproduce the reported accuracy (0.1 points)"
     return 0
 
 
