@@ -23,7 +23,9 @@ import argparse
 import json
 import pickle
 import shutil
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from PIL import Image
@@ -32,6 +34,12 @@ BATCHES = ("test_batch", *(f"data_batch_{index}" for index in range(1, 6)))
 IMAGES_PER_BATCH = 10_000
 IMAGES_PER_PART = 5_000
 TILES_DOWN, TILES_ACROSS, SIDE = 50, 100, 32
+
+
+def fail(message: str) -> NoReturn:
+    """One ``error:`` line on stderr and exit status 2, like the command line's bad-input errors."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def to_mosaic(rows: np.ndarray) -> np.ndarray:
@@ -62,7 +70,7 @@ def pack(data_dir: Path, out: Path) -> None:
             path = out / f"{name}.{part}.webp"
             Image.fromarray(mosaic).save(path, format="WEBP", lossless=True, quality=100, method=6)
             if not np.array_equal(np.asarray(Image.open(path).convert("RGB")), mosaic):
-                raise SystemExit(f"error: {path} does not decode to the images it was made of")
+                fail(f"{path} does not decode to the images it was made of")
             print(f"{path.name}: {path.stat().st_size:,} B", flush=True)
     (out / "labels.json").write_text(json.dumps(labels))
     shutil.copy(source / "batches.meta", out / "batches.meta")
@@ -73,7 +81,7 @@ def unpack(parts: list[Path], out: Path, *, stand_in: bool = False) -> None:
         for folder in parts:
             if (folder / file_name).exists():
                 return folder / file_name
-        raise SystemExit(f"error: {file_name} is in none of {', '.join(map(str, parts))}; carry every part")
+        fail(f"{file_name} is in none of {', '.join(map(str, parts))}; carry every part")
 
     target = out / "cifar-10-batches-py"
     target.mkdir(parents=True, exist_ok=True)
@@ -83,14 +91,14 @@ def unpack(parts: list[Path], out: Path, *, stand_in: bool = False) -> None:
     for name in BATCHES:
         if stand_in and name not in whole:
             if name == "test_batch" or len(whole) < 2:
-                raise SystemExit("error: a stand-in needs the test batch and one whole training batch")
+                fail("a stand-in needs the test batch and one whole training batch")
             shutil.copy(target / whole[1], target / name)  # whole[0] is the test batch
             continue
         rows = np.concatenate([from_mosaic(np.asarray(Image.open(find(f"{name}.{part}.webp")).convert("RGB")))
                                for part in range(IMAGES_PER_BATCH // IMAGES_PER_PART)])
         meta = labels[name]
         if rows.shape != (IMAGES_PER_BATCH, 3072) or len(meta["labels"]) != IMAGES_PER_BATCH:
-            raise SystemExit(f"error: {name} rebuilt as {rows.shape} with {len(meta['labels'])} labels")
+            fail(f"{name} rebuilt as {rows.shape} with {len(meta['labels'])} labels")
         entry = {b"batch_label": meta["batch_label"].encode(), b"labels": meta["labels"], b"data": rows,
                  b"filenames": [file_name.encode() for file_name in meta["filenames"]]}
         with open(target / name, "wb") as handle:
