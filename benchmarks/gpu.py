@@ -87,8 +87,8 @@ def main() -> int:
     if args.quick:
         args.epochs, args.trials, args.epochs_per_trial, args.final_epochs = 0.2, 4, 0.05, 0.05
     if args.fit_seconds is not None:
-        if args.timings is None:
-            parser.error("--fit-seconds needs --timings (a rehearsal's gpu-summary.json)")
+        if args.timings is None or not args.timings.is_file():
+            parser.error(f"--fit-seconds needs --timings, a rehearsal's gpu-summary.json (got {args.timings}); run the rehearsal first")
         fit_to_seconds(args, json.loads(args.timings.read_text()))
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work or args.out
