@@ -182,3 +182,60 @@ def test_distortions_equal_the_error_of_quantizing(quantizer: Quantizer) -> None
             codes, table = quantizer.quantize(weight, mask, bits)
             exact = float((quantizer.dequantize(codes, table, bits) - weight).double().pow(2).sum())
             assert error == pytest.approx(exact, rel=1e-6, abs=1e-9)
+
+
+def compacted_clipq(weight: torch.Tensor, mask: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP-Q written the direct way, on the kept weights compacted out (``weight[mask]``): the reference."""
+    from autocompress.quantizers._levels import interval_means, to_fp16_levels
+
+    kept = weight.float()[mask]
+    n_levels = 2**bits - 1
+    edges = torch.linspace(0.0, 1.0, n_levels + 1) * (kept.max() - kept.min()) + kept.min()
+    interval = torch.bucketize(kept, edges[1:-1]).clamp_(max=n_levels - 1)
+    means = interval_means(kept, interval, n_levels, fallback=(edges[:-1] + edges[1:]) / 2)
+    codes = torch.zeros(weight.shape, dtype=torch.int64)
+    codes[mask] = interval + 1
+    return codes, to_fp16_levels(means)
+
+
+def test_clipq_gives_bit_for_bit_what_compacting_the_kept_weights_gives() -> None:
+    """clipq quantizes with masked reductions (no host synchronisation on a GPU); its codes and fp16 levels
+    must be exactly those of the compacted computation, ties, equal weights and single survivors included."""
+    from autocompress.compress import magnitude_mask
+
+    clipq = get_quantizer("clipq")
+    generator = torch.Generator().manual_seed(11)
+    for case in range(240):
+        shape = ((16, 3, 3, 3), (64, 32, 3, 3), (10, 64), (7,))[case % 4]
+        weight = torch.randn(shape, generator=generator) * 10 ** float(torch.empty(1).uniform_(-4, 1, generator=generator))
+        if case % 5 == 0:
+            weight = torch.round(weight * 3 / weight.abs().max()) / 3  # a handful of distinct values: many ties
+        if case % 17 == 0:
+            weight = torch.full(shape, 0.25)
+        kept = max(1, int(weight.numel() * float(torch.rand(1, generator=generator))))
+        mask = magnitude_mask(weight, kept)
+        bits = 1 + case % 8
+        codes, table = clipq.quantize(weight, mask, bits)
+        expected_codes, expected_table = compacted_clipq(weight, mask, bits)
+        assert torch.equal(codes, expected_codes), f"case {case}: codes differ"
+        assert torch.equal(table, expected_table) and table.dtype == expected_table.dtype, f"case {case}: levels differ"
+
+
+def test_a_clipq_fake_quant_training_step_has_no_boolean_indexing() -> None:
+    """A boolean index (aten::nonzero) makes a CUDA step wait for the GPU; fake-quant training under
+    clipq, the default quantizer, must not use one (checked on the CPU through the profiler's op names)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from autocompress.compress import attach_fake_quant_, compressible_layers
+    from autocompress.models import build_model
+    from autocompress.plan import Plan
+
+    model = build_model("resnet20")
+    plan = Plan.uniform(compressible_layers(model), sparsity=0.85, bits=3, quantizer="clipq")
+    attach_fake_quant_(model, plan)
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    with profile(activities=[ProfilerActivity.CPU]) as profiled:
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+    names = [event.name for event in profiled.events()]
+    assert names.count("aten::bucketize") >= len(plan.layers), "the profile did not see the fake quantization"
+    assert "aten::nonzero" not in names, "a boolean index in the fake-quant step (a host sync per layer on a GPU)"

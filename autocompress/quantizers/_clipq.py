@@ -22,15 +22,16 @@ class ClipQQuantizer(Quantizer):
     def quantize(
         self, weight: torch.Tensor, mask: torch.Tensor, bits: int, *, init: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Masked reductions rather than ``weight[mask]``: the same numbers, and on a GPU no host
+        # synchronisation (a boolean index must wait for its length), which fake-quant training pays every step.
         weight = weight.detach().float()
-        kept = weight[mask]
-        n_levels = self.n_levels(bits, kept.numel())
-        low, high = kept.min(), kept.max()
+        n_levels = self.n_levels(bits, n_kept=0)  # 2**bits - 1 whatever the count kept
+        low = torch.where(mask, weight, float("inf")).amin()
+        high = torch.where(mask, weight, float("-inf")).amax()
         edges = torch.linspace(0.0, 1.0, n_levels + 1, device=weight.device) * (high - low) + low
-        interval = torch.bucketize(kept, edges[1:-1]).clamp_(max=n_levels - 1)
-        means = interval_means(kept, interval, n_levels, fallback=(edges[:-1] + edges[1:]) / 2)
-        codes = torch.zeros(weight.shape, dtype=torch.int64, device=weight.device)
-        codes[mask] = interval + 1
+        interval = torch.bucketize(weight, edges[1:-1]).clamp_(max=n_levels - 1)
+        means = interval_means(weight, interval, n_levels, fallback=(edges[:-1] + edges[1:]) / 2, mask=mask)
+        codes = torch.where(mask, interval + 1, 0)
         return codes, to_fp16_levels(means)
 
     def distortions(self, weight: torch.Tensor, mask: torch.Tensor, bits_choices: Sequence[int]) -> list[float]:

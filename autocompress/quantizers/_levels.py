@@ -16,10 +16,23 @@ def to_fp16_levels(values: torch.Tensor) -> torch.Tensor:
     return torch.where(rounded == 0, tiny, rounded)
 
 
-def interval_means(values: torch.Tensor, index: torch.Tensor, n_bins: int, fallback: torch.Tensor) -> torch.Tensor:
-    """Mean of the values in each bin (float64 sums), ``fallback`` for an empty bin."""
-    sums = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, values.double())
-    counts = torch.bincount(index, minlength=n_bins).double()
+def interval_means(
+    values: torch.Tensor, index: torch.Tensor, n_bins: int, fallback: torch.Tensor, *, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean of the values in each bin (float64 sums), ``fallback`` for an empty bin.
+
+    With ``mask`` (same shape as ``values``), only the masked values count. This gives the same
+    result as compacting them first (``values[mask]``) without that compaction, which on a GPU
+    waits for the device to learn the output's length (a host synchronisation every call)."""
+    values, index = values.reshape(-1), index.reshape(-1)
+    if mask is None:
+        sums = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, values.double())
+        counts = torch.bincount(index, minlength=n_bins).double()
+    else:
+        mask = mask.reshape(-1)
+        kept = torch.where(mask, values.double(), 0.0)  # a skipped value adds exactly 0.0: the same sums
+        sums = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, kept)
+        counts = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, mask.double())
     return torch.where(counts > 0, sums / counts.clamp(min=1), fallback.double()).float()
 
 
