@@ -75,19 +75,32 @@ def main() -> int:
         found = arm(args, "search", seed, search)
         warm = arm(args, "projection", seed, {**common, "mode": "projection"})
         rows.append((seed, found, warm))
-        print(f"seed {seed}: search {found['test']:.2%} ({found['bytes']:,} B, trial {found['trial']} by {found['maker']}, "
-              f"{found['minutes']:.1f} min)  projection {warm['test']:.2%} ({warm['bytes']:,} B, {warm['minutes']:.1f} min)  "
-              f"difference {100 * (found['test'] - warm['test']):+.2f} points", flush=True)
+        print(seed_line(seed, found, warm), flush=True)
+    gain, own = summarize(rows)
+    return verdict(gain >= 0.3 and own >= min(2, len(rows)),
+                   f"mean gain {gain:+.2f} points (bar +0.30), sampler's plan returned in {own}/{len(rows)}")
+
+
+def seed_line(seed: int, found: dict[str, Any], warm: dict[str, Any]) -> str:
+    """One seed's two arms and their difference."""
+    return (f"seed {seed}: search {found['test']:.2%} ({found['bytes']:,} B, trial {found['trial']} by {found['maker']}, "
+            f"{found['minutes']:.1f} min)  projection {warm['test']:.2%} ({warm['bytes']:,} B, {warm['minutes']:.1f} min)  "
+            f"difference {100 * (found['test'] - warm['test']):+.2f} points")
+
+
+def summarize(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> tuple[float, int]:
+    """Print both arms' mean and spread, the differences, and how often the sampler's own plan was returned;
+    return the mean difference (points) and that count."""
     searched = [found["test"] for _, found, _ in rows]
     projected = [warm["test"] for _, _, warm in rows]
     gains = [100 * (a - b) for a, b in zip(searched, projected)]
     own = sum(not str(found["maker"]).endswith("-warmstart") for _, found, _ in rows)
+    spread = f", sample std {statistics.stdev(gains):.2f}" if len(gains) > 1 else ""
     print(f"\nsearch:     mean {statistics.mean(searched):.2%}  spread (std) {100 * statistics.pstdev(searched):.2f} points")
     print(f"projection: mean {statistics.mean(projected):.2%}  spread (std) {100 * statistics.pstdev(projected):.2f} points")
-    print(f"difference: mean {statistics.mean(gains):+.2f} points, per seed {', '.join(f'{gain:+.2f}' for gain in gains)}")
+    print(f"difference: mean {statistics.mean(gains):+.2f} points{spread}, per seed {', '.join(f'{gain:+.2f}' for gain in gains)}")
     print(f"the returned plan was the sampler's own in {own} of {len(rows)} seeds")
-    return verdict(statistics.mean(gains) >= 0.3 and own >= min(2, len(rows)),
-                   f"mean gain {statistics.mean(gains):+.2f} points (bar +0.30), sampler's plan returned in {own}/{len(rows)}")
+    return statistics.mean(gains), own
 
 
 if __name__ == "__main__":
