@@ -221,6 +221,21 @@ def test_clipq_gives_bit_for_bit_what_compacting_the_kept_weights_gives() -> Non
         assert torch.equal(table, expected_table) and table.dtype == expected_table.dtype, f"case {case}: levels differ"
 
 
+def test_clipq_takes_a_channels_last_weight_without_a_copy_warning() -> None:
+    """The GPU path keeps conv weights channels-last; quantizing one gives the contiguous result, silently."""
+    import warnings
+
+    from autocompress.compress import magnitude_mask
+
+    weight = torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(5)).to(memory_format=torch.channels_last)
+    mask = magnitude_mask(weight, 300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when bucketize must copy a non-contiguous input
+        codes, table = get_quantizer("clipq").quantize(weight, mask, 3)
+    expected_codes, expected_table = compacted_clipq(weight.contiguous(), mask.contiguous(), 3)
+    assert torch.equal(codes, expected_codes) and torch.equal(table, expected_table)
+
+
 def test_a_clipq_fake_quant_training_step_has_no_boolean_indexing() -> None:
     """A boolean index (aten::nonzero) makes a CUDA step wait for the GPU; fake-quant training under
     clipq, the default quantizer, must not use one (checked on the CPU through the profiler's op names)."""

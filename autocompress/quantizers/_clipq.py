@@ -24,7 +24,8 @@ class ClipQQuantizer(Quantizer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # Masked reductions rather than ``weight[mask]``: the same numbers, and on a GPU no host
         # synchronisation (a boolean index must wait for its length), which fake-quant training pays every step.
-        weight = weight.detach().float()
+        # Contiguous: bucketize would copy a channels-last weight (the GPU path's layout) anyway, with a warning.
+        weight = weight.detach().float().contiguous()
         n_levels = self.n_levels(bits, n_kept=0)  # 2**bits - 1 whatever the count kept
         low = torch.where(mask, weight, float("inf")).amin()
         high = torch.where(mask, weight, float("-inf")).amax()
