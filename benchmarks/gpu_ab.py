@@ -40,7 +40,10 @@ from search_ab import SEARCH, arm, seed_line, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 352  # 45,000 training images in steps of 128
-TRIAL_STEPS = 25  # a cheap-score trial (BN re-estimation and the KL pass, forward only) in training steps, roughly
+# A cheap-score trial (BN re-estimation and the KL pass, forward only, plus the projection and the sampler) in
+# training steps: 25 was the first guess; on the H200 a trial took about 2.5 s at 6 arms at once (20.9 steps/s
+# each), about 50 steps, and the search arms ran 345-386 s against 275-297 s predicted (2026-12-04).
+TRIAL_STEPS = 50
 EVAL_STEPS = 60  # BN recalibration and the val/test passes of one fine-tuned plan
 SAFETY = 1.3  # predicted times are stretched by this much before an arm is started
 
@@ -182,6 +185,20 @@ def main() -> int:
     running: list[Task] = []
     finished: dict[tuple[str, int, str], dict[str, Any]] = {}
     waiting = list(queue)
+    try:
+        run_queue(waiting, running, finished, slots, probe, deadline, began, args, context, results)
+    finally:  # the deadline, Ctrl-C or an error here: no arm outlives the script
+        for task in running:
+            print(f"  stopped {task.experiment.name} s{task.seed} {task.name} after "
+                  f"{time.perf_counter() - task.started:.0f} s (unfinished)", flush=True)
+            task.process.terminate()
+    return report(args, finished)
+
+
+def run_queue(waiting: list[Task], running: list[Task], finished: dict[tuple[str, int, str], dict[str, Any]],
+              slots: int, probe: dict[str, Any], deadline: float, began: float, args: argparse.Namespace,
+              context: Any, results: Any) -> None:
+    """Start arms while slots are free and they fit the deadline; collect results until the deadline."""
     while (waiting or running) and time.perf_counter() < deadline:
         while waiting and len(running) < slots:
             task = waiting.pop(0)
@@ -191,7 +208,7 @@ def main() -> int:
                 print(f"  not started: {task.experiment.name} s{task.seed} {task.name} and its later seeds "
                       f"(predicted {seconds:.0f} s, {deadline - time.perf_counter():.0f} s left)", flush=True)
                 # the seeds that count stay a prefix: none of this experiment's later arms starts either
-                waiting = [later for later in waiting if later.experiment != task.experiment]
+                waiting[:] = [later for later in waiting if later.experiment != task.experiment]
                 continue
             task_args = {"experiment": task.experiment.name, "config": task.experiment.config,
                          "final_epochs": task.experiment.final_epochs, "output_root": args.output_root,
@@ -207,7 +224,7 @@ def main() -> int:
         try:
             key, result = results.get(timeout=2)
         except Exception:  # nothing finished in the last 2 s
-            running = [task for task in running if task.process.is_alive() or _report_dead(task)]
+            running[:] = [task for task in running if task.process.is_alive() or _report_dead(task)]
             continue
         experiment_name, name, seed_text = key.split("/")
         done = next(task for task in running if (task.experiment.name, task.name, f"s{task.seed}") == (experiment_name, name, seed_text))
@@ -220,11 +237,6 @@ def main() -> int:
         if other is not None and "error" not in result and "error" not in other:
             found, warm = (result, other) if name == "search" else (other, result)
             print(seed_line(int(seed_text[1:]), found, warm) + f"   [{experiment_name}]", flush=True)
-    for task in running:
-        print(f"  deadline: stopped {task.experiment.name} s{task.seed} {task.name} after "
-              f"{time.perf_counter() - task.started:.0f} s (unfinished)", flush=True)
-        task.process.terminate()
-    return report(args, finished)
 
 
 def _report_dead(task: Task) -> bool:

@@ -78,12 +78,16 @@ def measure(model_name: str, processes: int, args: argparse.Namespace) -> dict[s
     start, results = context.Barrier(processes), context.Queue()
     threads = max(1, args.cores // processes)
     workers = [context.Process(target=_count_steps, args=(model_name, args.device, args.seconds, args.batch_size,
-                                                          threads, start, results)) for _ in range(processes)]
+                                                          threads, start, results), daemon=True) for _ in range(processes)]
     for worker in workers:
         worker.start()
-    rates = [results.get(timeout=args.seconds + 300) for _ in workers]
-    for worker in workers:
-        worker.join()
+    try:
+        rates = [results.get(timeout=args.seconds + 300) for _ in workers]
+    finally:  # a worker that failed or hangs must not outlive the probe (it would load the machine for hours)
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.terminate()
     return {"processes": processes, "per_process": sum(rates) / processes, "total": sum(rates)}
 
 
