@@ -172,6 +172,11 @@ def main() -> int:
     parser.add_argument("--output-root", type=Path, default=Path("/tmp/gpu_ab"))
     parser.add_argument("--json", type=Path, required=True, help="where the rows go")
     args = parser.parse_args()
+    if not args.probe.is_file():
+        parser.error(f"--probe {args.probe} is not a file: run gpu_probe.py first (gpu_device.sh ab-probe)")
+    unknown = [name.split(":")[0] for name in args.experiments.split(",") if name.split(":")[0] not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiment(s) {', '.join(unknown)}: use {', '.join(EXPERIMENTS)}")
     began = time.perf_counter()
     deadline = began + args.deadline_seconds
     probe = json.loads(args.probe.read_text())
