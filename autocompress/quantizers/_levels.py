@@ -24,15 +24,11 @@ def interval_means(
     With ``mask`` (same shape as ``values``), only the masked values count. This gives the same
     result as compacting them first (``values[mask]``) without that compaction, which on a GPU
     waits for the device to learn the output's length (a host synchronisation every call)."""
-    values, index = values.reshape(-1), index.reshape(-1)
-    if mask is None:
-        sums = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, values.double())
-        counts = torch.bincount(index, minlength=n_bins).double()
-    else:
-        mask = mask.reshape(-1)
-        kept = torch.where(mask, values.double(), 0.0)  # a skipped value adds exactly 0.0: the same sums
-        sums = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, kept)
-        counts = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, mask.double())
+    values, index = values.reshape(-1).double(), index.reshape(-1)
+    counted = torch.ones_like(values) if mask is None else mask.reshape(-1).double()
+    kept = values if mask is None else torch.where(mask.reshape(-1), values, 0.0)  # a skipped value adds exactly 0.0
+    sums = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, kept)
+    counts = torch.zeros(n_bins, dtype=torch.float64, device=values.device).index_add_(0, index, counted)
     return torch.where(counts > 0, sums / counts.clamp(min=1), fallback.double()).float()
 
 
