@@ -138,14 +138,14 @@ def predicted_steps(task: Task) -> float:
 
 
 def build_queue(args: argparse.Namespace) -> list[Task]:
-    """Seed-major: for seed 0, 1, ...: each experiment's search arm, then its projection arm."""
+    """Seed-major: for seed first, first + 1, ...: each experiment's search arm, then its projection arm."""
     common = {"distill": True, "device": args.device, **json.loads(args.common)}
     search = {**common, **SEARCH, "finetune_top": 3, "trials": args.trials, **json.loads(args.search)}
     chosen = [EXPERIMENTS[name.split(":")[0]] for name in args.experiments.split(",")]
     epochs = {name.split(":")[0]: float(name.split(":")[1]) for name in args.experiments.split(",") if ":" in name}
     chosen = [Experiment(e.name, e.config, e.checkpoint, e.model, epochs.get(e.name, e.final_epochs)) for e in chosen]
     queue = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for experiment in chosen:
             checkpoint = {"checkpoint": str(args.weights_dir / experiment.checkpoint)}
             queue.append(Task(experiment, seed, "search", {**search, **checkpoint}))
@@ -160,6 +160,8 @@ def main() -> int:
                         help="name:final-epochs, comma-separated (resnet20-50KB, resnet56-100KB); 5 epochs on "
                              "ResNet-20 let 5 seeds finish in 9 min on an H200, 20 would not have")
     parser.add_argument("--seeds", type=int, default=12, help="seeds queued per experiment (those that fit run)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first seed queued: a later run appends seeds to an earlier one's (it ran 0-4)")
     parser.add_argument("--trials", type=int, default=100, help="the search arm's cheap-score trials")
     parser.add_argument("--search", default="{}", help="more settings of the search arm, as JSON")
     parser.add_argument("--common", default="{}", help="more settings of both arms, as JSON")
@@ -172,6 +174,8 @@ def main() -> int:
     parser.add_argument("--output-root", type=Path, default=Path("/tmp/gpu_ab"))
     parser.add_argument("--json", type=Path, required=True, help="where the rows go")
     args = parser.parse_args()
+    if args.first_seed < 0 or args.seeds < 1:
+        parser.error("--first-seed must be >= 0 and --seeds >= 1")
     if not args.probe.is_file():
         parser.error(f"--probe {args.probe} is not a file: run gpu_probe.py first (gpu_device.sh ab-probe)")
     unknown = [name.split(":")[0] for name in args.experiments.split(",") if name.split(":")[0] not in EXPERIMENTS]
