@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autocompress.compress import layer_weight_counts
+from autocompress.errors import PlanError
 from autocompress.models import build_model
 from autocompress.plan import LayerSetting, Plan
 
@@ -84,8 +85,6 @@ def trial_plans(csv_path: Path, model: str, tests: Mapping[int, float | None]) -
                 continue
             number = int(row["number"])
             if tests and number not in tests:
-                continue
-            if row["study"].endswith(".finetune") or row["study"].endswith(".front"):
                 continue
             layer_names = [column[: -len(".sparsity")] for column in row if column.endswith(".sparsity")]
             layers = {name: LayerSetting(sparsity=float(row[f"{name}.sparsity"]), bits=int(float(row[f"{name}.bits"])),
@@ -150,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         files = plan_files([path for path in args.paths if path.suffix != ".csv"])
     except FileNotFoundError as error:
         parser.error(str(error))
-    plans = [(plan_label(path), Plan.load(path)) for path in files]
+    try:
+        plans = [(plan_label(path), Plan.load(path)) for path in files]
+    except PlanError as error:
+        parser.error(str(error))
     for csv_path in csv_paths:
         if not csv_path.is_file():
             parser.error(f"{csv_path} does not exist")
