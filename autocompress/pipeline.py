@@ -59,6 +59,7 @@ def finetune_under_plan_(
     distillation: Distillation | None = None,
     checkpoint_path: Path | None = None,
     stop_after_epochs: int | None = None,
+    precision: str = "auto",
 ) -> TrainResult | None:
     """In-parallel pruning-quantization fine-tuning, then BN recalibration, in place.
 
@@ -69,7 +70,8 @@ def finetune_under_plan_(
     fine-tuning learn from a teacher's soft outputs as well as the labels. ``checkpoint_path``
     keeps the training state after every epoch, and a run that finds its own state there resumes
     it (see :func:`~autocompress.engine.train`); ``stop_after_epochs`` stops the schedule part-way
-    (the fine-tune of a race, which the winner resumes).
+    (the fine-tune of a race, which the winner resumes); ``precision`` is the steps' number format (see
+    :func:`~autocompress.engine.train`).
     """
     attach_fake_quant_(model, plan, masks)
     try:
@@ -90,6 +92,7 @@ def finetune_under_plan_(
                 distillation=distillation,
                 checkpoint_path=checkpoint_path,
                 stop_after_epochs=stop_after_epochs,
+                precision=precision,
             )
         recalibrate_bn(model, train_set, device=device, seed=seed)
     finally:

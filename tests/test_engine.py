@@ -213,3 +213,61 @@ def test_on_step_is_called_after_every_step_with_the_global_step(synthetic_split
           on_step=steps.append)
     steps_per_epoch = len(synthetic_splits.train) // 256
     assert steps == list(range(1, math.ceil(1.5 * steps_per_epoch) + 1))
+
+
+def _conv_output_dtypes(model: nn.Module) -> tuple[list[torch.dtype], list[torch.utils.hooks.RemovableHandle]]:
+    seen: list[torch.dtype] = []
+    handles = [module.register_forward_hook(lambda _m, _i, output: seen.append(output.dtype))
+               for module in model.modules() if isinstance(module, nn.Conv2d)]
+    return seen, handles
+
+
+@pytest.mark.parametrize(("precision", "expected"), [("fp32", torch.float32), ("auto", torch.float32), ("bf16", torch.bfloat16)])
+def test_training_precision_on_the_cpu(
+    synthetic_splits: DataSplits, make_tiny_cnn: TinyFactory, precision: str, expected: torch.dtype
+) -> None:
+    """On a CPU, ``auto`` trains in fp32 as before; ``bf16`` runs the steps' convolutions in bf16, keeps the
+    weights fp32, still learns, and hands the model back in the default memory format (evaluation stays fp32)."""
+    model = make_tiny_cnn()
+    seen, handles = _conv_output_dtypes(model)
+    result = train(model, synthetic_splits.train, device="cpu", epochs=2, batch_size=64, progress=False, precision=precision)
+    for handle in handles:
+        handle.remove()
+    assert seen and set(seen) == {expected}
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    assert all(parameter.is_contiguous() for parameter in model.parameters())
+    assert result.final_loss < math.log(10)
+    assert evaluate(model, synthetic_splits.test, device="cpu") > 0.6  # chance is 0.1
+
+
+def test_bf16_training_resumes_to_the_same_weights(
+    synthetic_splits: DataSplits, make_tiny_cnn: TinyFactory, tmp_path: Path
+) -> None:
+    settings = dict(device="cpu", epochs=2, batch_size=128, seed=3, progress=False, precision="bf16")
+    straight = make_tiny_cnn(seed=1)
+    train(straight, synthetic_splits.train, **settings)  # type: ignore[arg-type]
+
+    def interrupt(epoch: int, accuracy: float | None) -> None:
+        raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "train_state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(make_tiny_cnn(seed=1), synthetic_splits.train, checkpoint_path=checkpoint, on_epoch_end=interrupt, **settings)  # type: ignore[arg-type]
+    resumed = make_tiny_cnn(seed=99)
+    train(resumed, synthetic_splits.train, checkpoint_path=checkpoint, **settings)  # type: ignore[arg-type]
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-5), key
+
+
+def test_unknown_precision_is_refused(synthetic_splits: DataSplits, make_tiny_cnn: TinyFactory) -> None:
+    with pytest.raises(AutocompressError, match="unknown precision 'fp16'; use one of auto, fp32, bf16"):
+        train(make_tiny_cnn(), synthetic_splits.train, device="cpu", epochs=1, progress=False, precision="fp16")
+
+
+def test_auto_precision_is_bf16_on_cuda_only() -> None:
+    from autocompress.engine._device import trains_in_bf16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not trains_in_bf16(cpu, "auto") and trains_in_bf16(cuda, "auto")
+    assert trains_in_bf16(cpu, "bf16") and trains_in_bf16(cuda, "bf16")
+    assert not trains_in_bf16(cpu, "fp32") and not trains_in_bf16(cuda, "fp32")

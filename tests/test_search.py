@@ -580,6 +580,8 @@ def test_an_interrupted_final_finetune_resumes_after_its_last_finished_epoch(
     assert state.exists()
     other_lr = context_for("stopped", lr=0.02)  # another recipe never resumes this state
     assert finetune_state_path(other_lr.baseline, plan, other_lr) != state
+    in_bf16 = context_for("stopped", precision="bf16")  # nor another number format ("fp32" differs from "auto" too)
+    assert finetune_state_path(in_bf16.baseline, plan, in_bf16) != state
     other_plan = Plan(layers={**plan.layers, "0": LayerSetting(0.5, 4)})
     assert finetune_state_path(context.baseline, other_plan, context) != state
 

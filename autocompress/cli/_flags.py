@@ -20,10 +20,11 @@ SHARED_GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("model", "checkpoint"),
     "data": ("dataset", "data_dir", "val_size", "split_seed"),
     "device": ("device", "seed"),
+    "training": ("precision",),
 }
 # The search settings `compare` takes (its budget flags are its own, from CompareSettings).
 COMPARE_SETTINGS = ("target_bytes", "model", "checkpoint", "dataset", "data_dir", "val_size", "split_seed", "device",
-                    "seed", "output_root", "storage", "lr", "batch_size", "sparsity_max", "bits_min", "bits_max",
+                    "precision", "seed", "output_root", "storage", "lr", "batch_size", "sparsity_max", "bits_min", "bits_max",
                     "quantizers", "sampler", "distill")
 
 

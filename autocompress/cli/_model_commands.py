@@ -63,7 +63,7 @@ def _refuse_over_target(plan: Plan, n_bytes: int) -> None:
 class TrainCommand(Command):
     name = "train"
     help = "train a baseline model (resumable) and save its checkpoint"
-    groups = ("model", "data", "device")
+    groups = ("model", "data", "device", "training")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--epochs", type=typed(number, above=0), default=30.0, help="training epochs (default: 30)")
@@ -81,7 +81,8 @@ class TrainCommand(Command):
         state_path = out.with_name(out.name + ".state")
         print(f"training {spec} on {args.dataset} for {args.epochs:g} epochs on {device}; resumable state in {state_path}")
         result = train(model, splits.train, device=device, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                       weight_decay=args.weight_decay, seed=args.seed, val_set=splits.val, checkpoint_path=state_path)
+                       weight_decay=args.weight_decay, seed=args.seed, val_set=splits.val, checkpoint_path=state_path,
+                       precision=args.precision)
         test_accuracy = evaluate(model, splits.test, device=device)
         save_checkpoint(out, model, model_spec=spec, dataset=args.dataset, seed=args.seed, val_accuracy=result.val_accuracy,
                         test_accuracy=test_accuracy, epochs=args.epochs)
@@ -156,7 +157,7 @@ class ExportCommand(Command):
 class ApplyCommand(Command):
     name = "apply"
     help = "compress a checkpoint under a plan: optional fine-tune, BN recalibration, packed file, accuracy"
-    groups = ("model", "data", "device")
+    groups = ("model", "data", "device", "training")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _plan_arguments(parser)
@@ -172,7 +173,7 @@ class ApplyCommand(Command):
         splits = prepare_splits(args.dataset, args.data_dir, val_size=args.val_size, split_seed=args.split_seed)
         out = args.out or args.plan.with_suffix(".acz")
         finetune_under_plan_(model, plan, splits.train, device=device, epochs=args.finetune_epochs, lr=args.lr,
-                             batch_size=args.batch_size, seed=args.seed)
+                             batch_size=args.batch_size, seed=args.seed, precision=args.precision)
         compressed = harden_and_measure(model, plan, model_spec=spec, num_classes=splits.num_classes, device=device,
                                         splits=splits, measure_test=True)
         _refuse_over_target(plan, compressed.size.total)

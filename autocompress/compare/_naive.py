@@ -65,6 +65,7 @@ class NaiveRun:
     seed: int = 0
     on_step: StepCallback | None = None  # e.g. an interrupt check
     progress: bool = True
+    precision: str = "auto"  # the training steps' number format (see engine.train)
 
 
 @dataclass
@@ -195,7 +196,7 @@ def _train_phase(model: nn.Module, run: NaiveRun, *, phase: int, after_step: Cal
 
     if run.epochs > 0:
         train(model, run.splits.train, device=run.device, epochs=run.epochs / 2, lr=run.lr, batch_size=run.batch_size,
-              seed=run.seed + phase * 1000, progress=run.progress, on_step=on_step)
+              seed=run.seed + phase * 1000, progress=run.progress, on_step=on_step, precision=run.precision)
 
 
 def _zero_pruned_(layers: dict[str, CompressibleLayer], masks: dict[str, torch.Tensor]) -> None:
@@ -245,7 +246,8 @@ class NaiveStrategy(Strategy):
     def train(self, model: nn.Module, plan: Plan, context: SearchContext) -> tuple[Plan, dict[str, object]]:
         settings = context.settings
         run = NaiveRun(context.splits, context.device, settings.final_epochs, lr=settings.lr,
-                       batch_size=settings.batch_size, seed=settings.seed, on_step=context.interrupt.check)
+                       batch_size=settings.batch_size, seed=settings.seed, on_step=context.interrupt.check,
+                       precision=settings.precision)
         outcome = type(self).pipeline(model, plan, run)
         packing_plan = Plan({name: LayerSetting(setting.sparsity, setting.bits, "kmeans") for name, setting in plan.layers.items()},
                             model=plan.model)

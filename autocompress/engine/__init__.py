@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from autocompress.engine._device import resolve_device
+from autocompress.engine._device import PRECISIONS, native_bf16, resolve_device
 from autocompress.engine._distill import Distillation, distillation_problem
 from autocompress.engine._efficiency import BitOps, count_bitops, measure_latency
 from autocompress.engine._evaluate import evaluate, logits_of, predict
 from autocompress.engine._train import EpochCallback, Penalty, StepCallback, TrainResult, train
 
 __all__ = [
+    "PRECISIONS",
     "BitOps",
     "Distillation",
     "EpochCallback",
@@ -20,6 +21,7 @@ __all__ = [
     "evaluate",
     "logits_of",
     "measure_latency",
+    "native_bf16",
     "predict",
     "resolve_device",
     "train",

@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 from tqdm.auto import tqdm
 
 from autocompress.data import DeviceLoader, TensorSet
-from autocompress.engine._device import autocast_for, mode, prepare_model, uses_fast_path
+from autocompress.engine._device import autocast_for, mode, prepare_model, trains_in_bf16, uses_fast_path
 from autocompress.engine._distill import Distillation
 from autocompress.engine._evaluate import evaluate
 from autocompress.errors import AutocompressError, CheckpointError, TrainingDivergedError
@@ -92,6 +92,7 @@ def train(
     penalty: Penalty | None = None,
     auxiliary: Optimizer | None = None,
     stop_after_epochs: int | None = None,
+    precision: str = "auto",
 ) -> TrainResult:
     """Train ``model`` in place with SGD and a per-step cosine schedule from ``lr`` to 0.
 
@@ -112,13 +113,62 @@ def train(
     ``stop_after_epochs`` ends the call once that many epochs of the schedule are finished (counting a
     resumed run's), as an interruption would: the schedule stays that of ``epochs``, so a later call with
     the same ``checkpoint_path`` carries on to the end with the weights an unbroken run would have.
+    ``precision`` (``auto``, ``fp32``, ``bf16``; see :func:`~autocompress.engine._device.trains_in_bf16`) sets the
+    number format of the steps; on a CPU the models leave in the default memory format whatever it is.
     """
     device = torch.device(device)
     _check_settings(epochs, lr, momentum, batch_size, len(train_set))
+    bf16 = trains_in_bf16(device, precision)
     torch.manual_seed(seed)
-    prepare_model(model, device)
-    if distillation is not None:
-        prepare_model(distillation.teacher, device)
+    with _memory_format_for_training(model, distillation, device, channels_last=bf16 or uses_fast_path(device)):
+        return _train(model, train_set, device=device, epochs=epochs, lr=lr, momentum=momentum,
+                      weight_decay=weight_decay, batch_size=batch_size, seed=seed, nesterov=nesterov, augment=augment,
+                      val_set=val_set, progress=progress, checkpoint_path=checkpoint_path, on_epoch_end=on_epoch_end,
+                      on_step=on_step, distillation=distillation, penalty=penalty, auxiliary=auxiliary,
+                      stop_after_epochs=stop_after_epochs, bf16=bf16)
+
+
+@contextlib.contextmanager
+def _memory_format_for_training(
+    model: nn.Module, distillation: Distillation | None, device: torch.device, *, channels_last: bool
+) -> Iterator[None]:
+    """Move the model (and teacher) to ``device`` in the training's memory format; on a CPU, put them back in the
+    default format afterwards, so that evaluation, scoring and packing see what an fp32 run leaves."""
+    models = [model] + ([distillation.teacher] if distillation is not None else [])
+    for each in models:
+        prepare_model(each, device, channels_last=True if channels_last else None)
+    try:
+        yield
+    finally:
+        if channels_last and device.type == "cpu":
+            for each in models:
+                prepare_model(each, device, channels_last=False)
+
+
+def _train(
+    model: nn.Module,
+    train_set: TensorSet,
+    *,
+    device: torch.device,
+    epochs: float,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+    nesterov: bool,
+    augment: bool,
+    val_set: TensorSet | None,
+    progress: bool,
+    checkpoint_path: str | Path | None,
+    on_epoch_end: EpochCallback | None,
+    on_step: StepCallback | None,
+    distillation: Distillation | None,
+    penalty: Penalty | None,
+    auxiliary: Optimizer | None,
+    stop_after_epochs: int | None,
+    bf16: bool,
+) -> TrainResult:
     loader = DeviceLoader(
         train_set,
         batch_size=batch_size,
@@ -127,7 +177,7 @@ def train(
         shuffle=True,
         seed=seed,
         drop_last=len(train_set) > batch_size,
-        channels_last=uses_fast_path(device),
+        channels_last=bf16 or uses_fast_path(device),
     )
     schedule = _Schedule(len(loader), math.ceil(epochs * len(loader)))
     if auxiliary is not None and checkpoint_path is not None:
@@ -154,7 +204,7 @@ def train(
             batches = islice(loader.iter_epoch(epoch), schedule.steps_in_epoch(epoch))
             loss = _train_epoch(
                 model, batches, (optimizer, auxiliary), scheduler, device, bar, epoch * schedule.steps_per_epoch,
-                on_step, distillation, penalty,
+                on_step, distillation, penalty, bf16,
             )
             val_accuracy = evaluate(model, val_set, device=device) if val_set is not None else None
             state = _Progress(epoch + 1, loss, val_accuracy)
@@ -200,6 +250,7 @@ def _train_epoch(
     on_step: StepCallback | None = None,
     distillation: Distillation | None = None,
     penalty: Penalty | None = None,
+    bf16: bool = False,
 ) -> float:
     """One (possibly partial) epoch; returns its mean loss. Syncs with the device only every
     ``_CHECK_EVERY_STEPS`` steps, where it checks the losses are finite."""
@@ -210,7 +261,7 @@ def _train_epoch(
     pending: list[Tensor] = []
     with mode(model, training=True), _eval_mode(teacher):
         for step_in_epoch, (images, labels) in enumerate(batches, start=1):
-            with autocast_for(device):
+            with autocast_for(device, bf16):
                 logits = model(images)
                 teacher_logits = distillation.teacher_logits(images) if distillation is not None else None
             if distillation is None or teacher_logits is None:

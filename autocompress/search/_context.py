@@ -116,7 +116,8 @@ def prepare_baseline(settings: SearchSettings, splits: DataSplits, device: torch
         f"and an interrupted run resumes. Pass --checkpoint to compress your own trained model instead."
     )
     train(model, splits.train, device=device, epochs=settings.baseline_epochs, lr=0.1, batch_size=settings.batch_size,
-          seed=settings.seed, val_set=splits.val, checkpoint_path=cache.with_name(cache.name + ".state"))
+          seed=settings.seed, val_set=splits.val, checkpoint_path=cache.with_name(cache.name + ".state"),
+          precision=settings.precision)
     save_checkpoint(cache, model, model_spec=settings.model, dataset=settings.dataset, seed=settings.seed)
     return model
 

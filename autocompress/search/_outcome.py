@@ -64,7 +64,7 @@ def write_best(folder: Path, compressed: CompressedModel, context: SearchContext
 
 
 FINAL_FINETUNE_SETTINGS = ("model", "dataset", "target_bytes", "final_epochs", "lr", "batch_size", "seed", "val_size",
-                           "split_seed", "distill", "distill_temperature", "distill_weight")
+                           "split_seed", "distill", "distill_temperature", "distill_weight", "precision")
 """The settings that decide what a final fine-tune produces; a rerun that changes one of them trains again."""
 
 BOOKKEEPING_SETTINGS = ("study_name", "output_root", "data_dir", "storage", "device", "n_jobs", "worker",

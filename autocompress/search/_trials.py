@@ -75,7 +75,8 @@ def finetune_plan(model: nn.Module, plan: Plan, context: SearchContext, *, masks
         context.log(f"  resuming the fine-tune from its last finished epoch ({state})")
     finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.final_epochs,
                          lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed, on_step=context.interrupt.check,
-                         masks=masks, distillation=final_distillation(context), checkpoint_path=state)
+                         masks=masks, distillation=final_distillation(context), checkpoint_path=state,
+                         precision=settings.precision)
     if state is not None:
         state.unlink(missing_ok=True)
 
@@ -97,6 +98,8 @@ def finetune_state_path(model: nn.Module, plan: Plan, context: SearchContext,
     recipe = [settings.final_epochs, settings.lr, settings.batch_size, settings.seed, settings.distill,
               settings.distill_temperature, settings.distill_weight, settings.dataset, settings.val_size,
               settings.split_seed, len(context.splits.train)]
+    if settings.precision != "auto":  # "auto" adds nothing, so an older version's interrupted state still resumes
+        recipe.append(settings.precision)
     digest.update(json.dumps(recipe).encode())
     return settings.study_dir / f"finetune-{digest.hexdigest()[:16]}.state"
 

@@ -51,11 +51,13 @@ class AdmmSchedule:
     rho_end: float = 1.0
     lr: float = 0.01
     batch_size: int = 128
+    precision: str = "auto"
 
     @classmethod
     def of(cls, settings: SearchSettings) -> AdmmSchedule:
         return cls(epochs=settings.admm_epochs, projections_per_epoch=settings.projections_per_epoch,
-                   rho_start=settings.rho_start, rho_end=settings.rho_end, lr=settings.lr, batch_size=settings.batch_size)
+                   rho_start=settings.rho_start, rho_end=settings.rho_end, lr=settings.lr, batch_size=settings.batch_size,
+                   precision=settings.precision)
 
     def projections(self) -> int:
         return max(1, round(self.epochs * self.projections_per_epoch))
@@ -208,7 +210,7 @@ def admm_train_(
     state.attach_penalty()
     try:
         train(model, train_set, device=device, epochs=schedule.epochs, lr=schedule.lr, batch_size=schedule.batch_size,
-              seed=seed, on_step=step_callback)
+              seed=seed, on_step=step_callback, precision=schedule.precision)
     finally:
         state.detach_penalty()
     final = state.project(with_duals=False)

@@ -72,11 +72,12 @@ class GateSchedule:
     batch_size: int = 128
     groups: str = "kernel"
     multiplier_step: float = MULTIPLIER_STEP
+    precision: str = "auto"
 
     @classmethod
     def of(cls, settings: SearchSettings) -> GateSchedule:
         return cls(epochs=settings.gate_epochs, gate_lr=settings.gate_lr, lr=settings.lr, batch_size=settings.batch_size,
-                   groups=settings.gate_groups)
+                   groups=settings.gate_groups, precision=settings.precision)
 
 
 @dataclass
@@ -161,7 +162,8 @@ def train_gates_(model: nn.Module, train_set: TensorSet, *, space: SearchSpace, 
                            f"{plan_line(expected.hard)}")
 
         train(model, train_set, device=device, epochs=schedule.epochs, lr=schedule.lr, batch_size=schedule.batch_size,
-              seed=seed, on_step=step_callback, penalty=lambda: multiplier.penalty(expected()), auxiliary=gates)
+              seed=seed, on_step=step_callback, penalty=lambda: multiplier.penalty(expected()), auxiliary=gates,
+              precision=schedule.precision)
         model.eval()
         hard = expected.refresh()
         packed_bytes = expected.hard_bytes

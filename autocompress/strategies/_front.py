@@ -124,7 +124,7 @@ def finetune_front_points(context: SearchContext, front: optuna.Study, scorer: P
             model = copy.deepcopy(context.baseline)
             finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.epochs_per_trial,
                                  lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed, progress=False,
-                                 on_step=context.interrupt.check)
+                                 on_step=context.interrupt.check, precision=settings.precision)
             compressed = measure_within_budget(model, plan, aimed, measure_test=True)
             score = scorer.score_model(compressed.model)
             TrialRecord.measured(compressed, target_bytes=budget, wall_seconds=time.perf_counter() - started,

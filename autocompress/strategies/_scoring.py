@@ -119,7 +119,7 @@ class FineTunedAccuracy(TrialScoring):
         try:
             finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.epochs_per_trial,
                                  lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed + trial.number,
-                                 progress=False, on_step=on_step)
+                                 progress=False, on_step=on_step, precision=settings.precision)
         except TrainingDivergedError as error:  # the study catches it and marks the trial failed; say why
             trial.set_user_attr("fail_reason", str(error))
             raise
@@ -238,6 +238,7 @@ class CheapKL(TrialScoring):
         finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.final_epochs,
                              lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed, progress=False,
                              on_step=context.interrupt.check, distillation=final_distillation(context),
+                             precision=settings.precision,
                              checkpoint_path=finetune_state_path(context.baseline, plan, context),
                              stop_after_epochs=settings.race_epochs)
         compressed = measure_within_budget(model, plan, context)
@@ -263,7 +264,7 @@ class CheapKL(TrialScoring):
         model = copy.deepcopy(context.baseline)
         finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.epochs_per_trial,
                              lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed + scored.number,
-                             progress=False, on_step=context.interrupt.check)
+                             progress=False, on_step=context.interrupt.check, precision=settings.precision)
         compressed = measure_within_budget(model, plan, context)
         score = self.scorer.score_model(compressed.model)
         TrialRecord.measured(compressed, target_bytes=context.target_bytes, wall_seconds=time.perf_counter() - started,
