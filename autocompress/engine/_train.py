@@ -121,11 +121,61 @@ def train(
     bf16 = trains_in_bf16(device, precision)
     torch.manual_seed(seed)
     with _memory_format_for_training(model, distillation, device, channels_last=bf16 or uses_fast_path(device)):
-        return _train(model, train_set, device=device, epochs=epochs, lr=lr, momentum=momentum,
-                      weight_decay=weight_decay, batch_size=batch_size, seed=seed, nesterov=nesterov, augment=augment,
-                      val_set=val_set, progress=progress, checkpoint_path=checkpoint_path, on_epoch_end=on_epoch_end,
-                      on_step=on_step, distillation=distillation, penalty=penalty, auxiliary=auxiliary,
-                      stop_after_epochs=stop_after_epochs, bf16=bf16)
+        loader = DeviceLoader(
+            train_set,
+            batch_size=batch_size,
+            device=device,
+            augment=augment,
+            shuffle=True,
+            seed=seed,
+            drop_last=len(train_set) > batch_size,
+            channels_last=bf16 or uses_fast_path(device),
+        )
+        schedule = _Schedule(len(loader), math.ceil(epochs * len(loader)))
+        if auxiliary is not None and checkpoint_path is not None:
+            raise ValueError("a run with an auxiliary optimizer cannot be checkpointed")
+        auxiliary_ids = {id(p) for group in auxiliary.param_groups for p in group["params"]} if auxiliary is not None else set()
+        trained = [parameter for parameter in model.parameters() if id(parameter) not in auxiliary_ids]
+        optimizer = SGD(trained, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0)
+        scheduler = CosineAnnealingLR(optimizer, T_max=schedule.total_steps)
+        state = _Progress(0, math.nan, None)
+        if checkpoint_path is not None and Path(checkpoint_path).exists():
+            state = _resume(Path(checkpoint_path), model, optimizer, scheduler, schedule)
+        started = time.perf_counter()
+        bar = tqdm(
+            total=schedule.total_steps,
+            initial=state.epochs_finished * schedule.steps_per_epoch,
+            unit="step",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        try:
+            last_epoch = schedule.num_epochs if stop_after_epochs is None else min(schedule.num_epochs, stop_after_epochs)
+            for epoch in range(state.epochs_finished, last_epoch):
+                bar.set_description(f"epoch {epoch + 1}/{schedule.num_epochs}")
+                batches = islice(loader.iter_epoch(epoch), schedule.steps_in_epoch(epoch))
+                loss = _train_epoch(
+                    model, batches, (optimizer, auxiliary), scheduler, device, bar, epoch * schedule.steps_per_epoch,
+                    on_step, distillation, penalty, bf16,
+                )
+                val_accuracy = evaluate(model, val_set, device=device) if val_set is not None else None
+                state = _Progress(epoch + 1, loss, val_accuracy)
+                if val_accuracy is not None:
+                    bar.set_postfix_str(f"{bar.postfix}, val={val_accuracy:.4f}")
+                if checkpoint_path is not None:
+                    _save_state(Path(checkpoint_path), model, optimizer, scheduler, schedule, state)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, val_accuracy)
+        finally:
+            bar.close()
+        steps_done = min(state.epochs_finished * schedule.steps_per_epoch, schedule.total_steps)
+        return TrainResult(
+            epochs_done=steps_done / schedule.steps_per_epoch,
+            final_loss=state.final_loss,
+            val_accuracy=state.val_accuracy,
+            wall_seconds=time.perf_counter() - started,
+            steps_done=steps_done,
+        )
 
 
 @contextlib.contextmanager
@@ -143,87 +193,6 @@ def _memory_format_for_training(
         if channels_last and device.type == "cpu":
             for each in models:
                 prepare_model(each, device, channels_last=False)
-
-
-def _train(
-    model: nn.Module,
-    train_set: TensorSet,
-    *,
-    device: torch.device,
-    epochs: float,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    batch_size: int,
-    seed: int,
-    nesterov: bool,
-    augment: bool,
-    val_set: TensorSet | None,
-    progress: bool,
-    checkpoint_path: str | Path | None,
-    on_epoch_end: EpochCallback | None,
-    on_step: StepCallback | None,
-    distillation: Distillation | None,
-    penalty: Penalty | None,
-    auxiliary: Optimizer | None,
-    stop_after_epochs: int | None,
-    bf16: bool,
-) -> TrainResult:
-    loader = DeviceLoader(
-        train_set,
-        batch_size=batch_size,
-        device=device,
-        augment=augment,
-        shuffle=True,
-        seed=seed,
-        drop_last=len(train_set) > batch_size,
-        channels_last=bf16 or uses_fast_path(device),
-    )
-    schedule = _Schedule(len(loader), math.ceil(epochs * len(loader)))
-    if auxiliary is not None and checkpoint_path is not None:
-        raise ValueError("a run with an auxiliary optimizer cannot be checkpointed")
-    auxiliary_ids = {id(p) for group in auxiliary.param_groups for p in group["params"]} if auxiliary is not None else set()
-    trained = [parameter for parameter in model.parameters() if id(parameter) not in auxiliary_ids]
-    optimizer = SGD(trained, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0)
-    scheduler = CosineAnnealingLR(optimizer, T_max=schedule.total_steps)
-    state = _Progress(0, math.nan, None)
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = _resume(Path(checkpoint_path), model, optimizer, scheduler, schedule)
-    started = time.perf_counter()
-    bar = tqdm(
-        total=schedule.total_steps,
-        initial=state.epochs_finished * schedule.steps_per_epoch,
-        unit="step",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    try:
-        last_epoch = schedule.num_epochs if stop_after_epochs is None else min(schedule.num_epochs, stop_after_epochs)
-        for epoch in range(state.epochs_finished, last_epoch):
-            bar.set_description(f"epoch {epoch + 1}/{schedule.num_epochs}")
-            batches = islice(loader.iter_epoch(epoch), schedule.steps_in_epoch(epoch))
-            loss = _train_epoch(
-                model, batches, (optimizer, auxiliary), scheduler, device, bar, epoch * schedule.steps_per_epoch,
-                on_step, distillation, penalty, bf16,
-            )
-            val_accuracy = evaluate(model, val_set, device=device) if val_set is not None else None
-            state = _Progress(epoch + 1, loss, val_accuracy)
-            if val_accuracy is not None:
-                bar.set_postfix_str(f"{bar.postfix}, val={val_accuracy:.4f}")
-            if checkpoint_path is not None:
-                _save_state(Path(checkpoint_path), model, optimizer, scheduler, schedule, state)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, val_accuracy)
-    finally:
-        bar.close()
-    steps_done = min(state.epochs_finished * schedule.steps_per_epoch, schedule.total_steps)
-    return TrainResult(
-        epochs_done=steps_done / schedule.steps_per_epoch,
-        final_loss=state.final_loss,
-        val_accuracy=state.val_accuracy,
-        wall_seconds=time.perf_counter() - started,
-        steps_done=steps_done,
-    )
 
 
 def _check_settings(epochs: float, lr: float, momentum: float, batch_size: int, num_examples: int) -> None:
