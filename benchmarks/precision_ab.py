@@ -31,16 +31,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
-from _common import machine_line, verdict
+from _common import add_ab_arguments, machine_line, run_arm, verdict
 
 from autocompress.compress import attach_fake_quant_, compressible_layers
 from autocompress.engine import native_bf16
 from autocompress.engine._device import autocast_for
 from autocompress.models import build_model
 from autocompress.plan import Plan
-from autocompress.runner import run_search
-from autocompress.search import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = ("fp32", "bf16")
@@ -94,29 +91,16 @@ def _distilled_step(student: torch.nn.Module, teacher: torch.nn.Module, images: 
 
 def arm(args: argparse.Namespace, precision: str, seed: int, common: dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) one arm; its test and validation accuracy, bytes and wall time."""
-    settings = load_settings(args.config, {
-        **common, "mode": "projection", "precision": precision, "seed": seed, "final_epochs": args.final_epochs,
-        "output_root": str(args.output_root), "study_name": f"{args.config.stem}-{precision}-s{seed}",
-        "data_dir": str(args.data_dir)})
-    started = time.perf_counter()
-    outcome = run_search(settings, log=lambda message: print(f"    {message}", flush=True) if args.verbose else None)
-    assert outcome.best_plan is not None, f"{precision} s{seed}: no plan"
-    result = yaml.safe_load((settings.study_dir / "best.yaml").read_text())["result"]
+    _, result, minutes = run_arm(args, precision, seed, {**common, "mode": "projection", "precision": precision})
     return {"test": result["accuracy"]["test"], "val": result["accuracy"]["val"], "bytes": result["packed_bytes"],
-            "minutes": (time.perf_counter() - started) / 60}
+            "minutes": minutes}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO / "studies" / "resnet20-50KB.yaml")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--final-epochs", type=float, default=2.0)
-    parser.add_argument("--common", default='{"distill": true}', help="settings both arms share, as JSON")
+    add_ab_arguments(parser, output_root="precision_ab", common='{"distill": true}',
+                     common_help="settings both arms share, as JSON")
     parser.add_argument("--step-rounds", type=int, default=8, help="timed steps per model and format (0: skip)")
-    parser.add_argument("--output-root", type=Path, default=REPO / "studies" / "precision_ab",
-                        help="kept, so that a rerun resumes finished arms (delete it to time them again)")
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
     common = json.loads(args.common)

@@ -20,16 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
-from _common import machine_line, verdict
+from _common import add_ab_arguments, machine_line, run_arm, verdict
 
-from autocompress.runner import run_search
-from autocompress.search import TrialRecord, load_settings
+from autocompress.search import TrialRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = {"space": "coefficients", "trial_score": "kl", "sampler": "cmaes"}
@@ -37,33 +34,19 @@ SEARCH = {"space": "coefficients", "trial_score": "kl", "sampler": "cmaes"}
 
 def arm(args: argparse.Namespace, name: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) one arm; its test accuracy, bytes, the returned trial's maker and the wall time."""
-    settings = load_settings(args.config, {
-        "seed": seed, "final_epochs": args.final_epochs, "output_root": str(args.output_root),
-        "study_name": f"{args.config.stem}-{name}-s{seed}", "data_dir": str(args.data_dir), **overrides})
-    started = time.perf_counter()
-    outcome = run_search(settings, log=lambda message: print(f"    {message}", flush=True) if args.verbose else None)
-    assert outcome.best_plan is not None, f"{name} s{seed}: no plan"
-    result = yaml.safe_load((settings.study_dir / "best.yaml").read_text())["result"]
+    settings, result, minutes = run_arm(args, name, seed, overrides)
     study = optuna.load_study(study_name=settings.resolved_study_name, storage=settings.resolved_storage)
     chosen = study.get_trials(deepcopy=False)[result["trial"]]
     return {"test": result["accuracy"]["test"], "bytes": result["packed_bytes"], "trial": result["trial"],
-            "maker": TrialRecord.of(chosen).strategy, "minutes": (time.perf_counter() - started) / 60,
-            "trials": len(study.trials)}
+            "maker": TrialRecord.of(chosen).strategy, "minutes": minutes, "trials": len(study.trials)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO / "studies" / "resnet20-50KB.yaml")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--final-epochs", type=float, default=2.0)
+    add_ab_arguments(parser, output_root="search_ab", common="{}",
+                     common_help='settings both arms share, as JSON (for example \'{"distill": true}\')')
     parser.add_argument("--trials", type=int, help="the search arm's trials (default: the preset's)")
     parser.add_argument("--search", default=json.dumps(SEARCH), help="the search arm's settings, as JSON")
-    parser.add_argument("--common", default="{}",
-                        help='settings both arms share, as JSON (for example \'{"distill": true}\')')
-    parser.add_argument("--output-root", type=Path, default=REPO / "studies" / "search_ab",
-                        help="kept, so that a rerun resumes finished arms")
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
     common = json.loads(args.common)
