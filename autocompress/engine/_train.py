@@ -119,8 +119,9 @@ def train(
     device = torch.device(device)
     _check_settings(epochs, lr, momentum, batch_size, len(train_set))
     bf16 = trains_in_bf16(device, precision)
+    channels_last = bf16 or uses_fast_path(device)
     torch.manual_seed(seed)
-    with _memory_format_for_training(model, distillation, device, channels_last=bf16 or uses_fast_path(device)):
+    with _memory_format_for_training(model, distillation, device, channels_last=channels_last):
         loader = DeviceLoader(
             train_set,
             batch_size=batch_size,
@@ -129,7 +130,7 @@ def train(
             shuffle=True,
             seed=seed,
             drop_last=len(train_set) > batch_size,
-            channels_last=bf16 or uses_fast_path(device),
+            channels_last=channels_last,
         )
         schedule = _Schedule(len(loader), math.ceil(epochs * len(loader)))
         if auxiliary is not None and checkpoint_path is not None:
