@@ -222,12 +222,16 @@ def _conv_output_dtypes(model: nn.Module) -> tuple[list[torch.dtype], list[torch
     return seen, handles
 
 
-@pytest.mark.parametrize(("precision", "expected"), [("fp32", torch.float32), ("auto", torch.float32), ("bf16", torch.bfloat16)])
+@pytest.mark.parametrize(("precision", "native", "expected"), [
+    ("fp32", True, torch.float32), ("auto", False, torch.float32), ("auto", True, torch.bfloat16), ("bf16", False, torch.bfloat16)])
 def test_training_precision_on_the_cpu(
-    synthetic_splits: DataSplits, make_tiny_cnn: TinyFactory, precision: str, expected: torch.dtype
+    synthetic_splits: DataSplits, make_tiny_cnn: TinyFactory, monkeypatch: pytest.MonkeyPatch,
+    precision: str, native: bool, expected: torch.dtype
 ) -> None:
-    """On a CPU, ``auto`` trains in fp32 as before; ``bf16`` runs the steps' convolutions in bf16, keeps the
-    weights fp32, still learns, and hands the model back in the default memory format (evaluation stays fp32)."""
+    """On a CPU, ``auto`` trains in bf16 where the CPU has bf16 instructions (``native``) and in fp32 where it
+    has not; ``bf16`` runs the steps' convolutions in bf16 on any CPU. Either way the weights stay fp32, the
+    model still learns, and it comes back in the default memory format (evaluation stays fp32)."""
+    monkeypatch.setattr("autocompress.engine._device.native_bf16", lambda device: native)
     model = make_tiny_cnn()
     seen, handles = _conv_output_dtypes(model)
     result = train(model, synthetic_splits.train, device="cpu", epochs=2, batch_size=64, progress=False, precision=precision)
@@ -264,10 +268,24 @@ def test_unknown_precision_is_refused(synthetic_splits: DataSplits, make_tiny_cn
         train(make_tiny_cnn(), synthetic_splits.train, device="cpu", epochs=1, progress=False, precision="fp16")
 
 
-def test_auto_precision_is_bf16_on_cuda_only() -> None:
-    from autocompress.engine._device import trains_in_bf16
+def test_auto_precision_is_bf16_on_cuda_and_on_cpus_with_bf16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autocompress.engine._device import resolved_precision, trains_in_bf16
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert not trains_in_bf16(cpu, "auto") and trains_in_bf16(cuda, "auto")
-    assert trains_in_bf16(cpu, "bf16") and trains_in_bf16(cuda, "bf16")
-    assert not trains_in_bf16(cpu, "fp32") and not trains_in_bf16(cuda, "fp32")
+    for native in (False, True):
+        monkeypatch.setattr("autocompress.engine._device.native_bf16", lambda device, native=native: native)
+        assert trains_in_bf16(cpu, "auto") is native and trains_in_bf16(cuda, "auto")
+        assert trains_in_bf16(cpu, "bf16") and trains_in_bf16(cuda, "bf16")
+        assert not trains_in_bf16(cpu, "fp32") and not trains_in_bf16(cuda, "fp32")
+        assert resolved_precision(cpu, "auto") == ("bf16" if native else "fp32")
+
+
+def test_bf16_instructions_are_read_from_the_cpu_flags() -> None:
+    from autocompress.engine._device import cpu_flags_have_bf16
+
+    epyc = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 vaes\n"
+    sapphire = "flags\t\t: fpu avx512f amx_bf16 amx_tile\n"
+    skylake = "flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512dq\nbugs\t\t: avx512_bf16_is_not_a_flag_here\n"
+    assert cpu_flags_have_bf16(epyc) and cpu_flags_have_bf16(sapphire)
+    assert not cpu_flags_have_bf16(skylake)  # AVX-512 without bf16: oneDNN would emulate it, slower than fp32
+    assert not cpu_flags_have_bf16("")  # no /proc/cpuinfo (not Linux): fp32

@@ -415,8 +415,9 @@ def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     # the front: the budget sampled over 2-8 KB, its points fine-tuned and drawn
     front = optuna.load_study(study_name="kl.front", storage=settings.resolved_storage)
     sampled = [t for t in front.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(sampled) == 8 and all(2000 <= t.values[1] == t.user_attrs["packed_bytes"] <= t.user_attrs["target_bytes"] <= 8000
-                                     for t in sampled)
+    # each point's budget lies in the range and its file fits that budget (at the low end, just under 2 KB)
+    assert len(sampled) == 8 and all(t.values[1] == t.user_attrs["packed_bytes"] <= t.user_attrs["target_bytes"]
+                                     and 2000 <= t.user_attrs["target_bytes"] <= 8000 for t in sampled)
     assert [t.user_attrs["strategy"] for t in sampled[:6]] == ["projection-warmstart"] * 6
     points = [t for t in companion if t.user_attrs["fidelity"] == "front"]
     assert len(points) == min(2, len(front.best_trials)) and all(0 <= t.user_attrs["test_accuracy"] <= 1 for t in points)
@@ -489,6 +490,21 @@ def test_a_rerun_of_a_finished_search_keeps_its_final_fine_tune_unless_its_setti
     assert not any(message.startswith("final fine-tune of trial") for message in messages)
     assert (packed.read_bytes(), packed.stat().st_mtime_ns, (first.study_dir / "best.yaml").read_text()) == written
     assert second.best_plan is not None and second.best_plan.result == first.best_plan.result
+    # the number format the fine-tune trained in is recorded; one trained in another format (as "auto" did on
+    # this CPU before it meant bf16 here) is not reused
+    from autocompress.engine import resolved_precision
+
+    trains_in = resolved_precision(torch.device("cpu"), "auto")
+    assert first.best_plan is not None and first.best_plan.result["trained_in"] == trains_in
+    best_yaml = first.study_dir / "best.yaml"
+    document = yaml.safe_load(best_yaml.read_text())
+    document["result"]["trained_in"] = "fp32" if trains_in == "bf16" else "bf16"
+    best_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
+    messages.clear()
+    retrained = run_search(settings, log=messages.append)
+    assert any(message.startswith("final fine-tune of trial") for message in messages), messages
+    assert retrained.best_plan is not None and retrained.best_plan.result["trained_in"] == trains_in
+    written = (packed.read_bytes(), packed.stat().st_mtime_ns, best_yaml.read_text())
     longer = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, trials=3, study_name="again", final_epochs=0.2)
     messages.clear()
     third = run_search(longer, log=messages.append)
@@ -552,9 +568,11 @@ class _StopAtStep:
 
 
 def test_an_interrupted_final_finetune_resumes_after_its_last_finished_epoch(
-        tiny_module: Path, tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
+        tiny_module: Path, tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """1,800 training images in batches of 64: 28 steps an epoch, 84 in 3 epochs. Stopped at step 40, the
     rerun starts at step 29 (epoch 2) and ends with the weights of a run that was never stopped."""
+    from autocompress.engine import resolved_precision
     from autocompress.search import SearchContext, prepare_context
     from autocompress.search._trials import finetune_plan, finetune_state_path
 
@@ -580,8 +598,18 @@ def test_an_interrupted_final_finetune_resumes_after_its_last_finished_epoch(
     assert state.exists()
     other_lr = context_for("stopped", lr=0.02)  # another recipe never resumes this state
     assert finetune_state_path(other_lr.baseline, plan, other_lr) != state
-    in_bf16 = context_for("stopped", precision="bf16")  # nor another number format ("fp32" differs from "auto" too)
-    assert finetune_state_path(in_bf16.baseline, plan, in_bf16) != state
+    # nor one in another number format; "auto" shares the state of the format it trains in here, and fp32 on a
+    # CPU the state of an older version's "auto" (which trained in fp32 on every CPU)
+    trains_in = resolved_precision(context.device, "auto")
+    same_format = context_for("stopped", precision=trains_in)
+    assert finetune_state_path(same_format.baseline, plan, same_format) == state
+    other_format = context_for("stopped", precision="fp32" if trains_in == "bf16" else "bf16")
+    assert finetune_state_path(other_format.baseline, plan, other_format) != state
+    with monkeypatch.context() as patched:
+        patched.setattr("autocompress.engine._device.native_bf16", lambda device: False)
+        legacy_auto = context_for("stopped")
+        assert finetune_state_path(legacy_auto.baseline, plan, legacy_auto) == finetune_state_path(
+            context.baseline, plan, context_for("stopped", precision="fp32"))
     other_plan = Plan(layers={**plan.layers, "0": LayerSetting(0.5, 4)})
     assert finetune_state_path(context.baseline, other_plan, context) != state
 

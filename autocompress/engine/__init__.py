@@ -1,8 +1,8 @@
-"""Training, fine-tuning and evaluation loops (device, AMP on CUDA, progress bars)."""
+"""Training, fine-tuning and evaluation loops (device, bf16 autocast where native, progress bars)."""
 
 from __future__ import annotations
 
-from autocompress.engine._device import PRECISIONS, native_bf16, resolve_device
+from autocompress.engine._device import PRECISIONS, native_bf16, resolve_device, resolved_precision
 from autocompress.engine._distill import Distillation, distillation_problem
 from autocompress.engine._efficiency import BitOps, count_bitops, measure_latency
 from autocompress.engine._evaluate import evaluate, logits_of, predict
@@ -24,5 +24,6 @@ __all__ = [
     "native_bf16",
     "predict",
     "resolve_device",
+    "resolved_precision",
     "train",
 ]

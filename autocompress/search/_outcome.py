@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 import yaml
 
+from autocompress.engine import resolved_precision
 from autocompress.files import write_text
 from autocompress.pipeline import CompressedModel, harden_and_measure
 from autocompress.plan import Plan
@@ -56,6 +57,7 @@ def write_best(folder: Path, compressed: CompressedModel, context: SearchContext
         "accuracy": {"val": round(float(compressed.val_accuracy or 0.0), 4), "test": round(float(compressed.test_accuracy or 0.0), 4)},
         "baseline_accuracy": {key: round(float(value), 4) for key, value in (StudyFacts.of(study).baseline_accuracy or {}).items()},
         "trial": trial_number,
+        "trained_in": resolved_precision(context.device, context.settings.precision),
         **(extra or {}),
         "settings": context.settings.to_dict(),
     }
@@ -120,6 +122,9 @@ def _written_best(context: SearchContext, folder: Path, trial_number: int, keys:
     if result.get("trial") != trial_number or result.get("packed_bytes") != os.path.getsize(best_acz):
         return None
     if any(written_setting(written, key) != today[key] for key in keys):
+        return None
+    trains_in = resolved_precision(context.device, context.settings.precision)
+    if result.get("trained_in", trains_in) != trains_in:  # recorded since "auto" means bf16 on some CPUs
         return None
     return plan
 

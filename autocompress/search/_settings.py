@@ -98,9 +98,10 @@ class SearchSettings:
     batch_size: int = option(128, help="images per training step", read=integer(minimum=1), flag="--batch-size")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N", read=text(DEVICE_PATTERN, "auto, cpu, cuda or cuda:N"),
                          flag="--device")
-    precision: str = option("auto", help="number format of training steps: auto (bf16 on CUDA, fp32 elsewhere), fp32, or "
-                                         "bf16 (about 1.8x faster on a CPU with AVX512-BF16 or AMX; slower on one "
-                                         "without); evaluation and scoring stay fp32 on a CPU",
+    precision: str = option("auto", help="number format of training steps: auto (bf16 on CUDA and on a CPU with "
+                                         "AVX512-BF16 or AMX, where it is about 2x faster; fp32 elsewhere), fp32, or "
+                                         "bf16 (also on a CPU without them, where it is slower); evaluation and scoring "
+                                         "stay fp32 on a CPU",
                             read=choice(lambda: PRECISIONS), flag="--precision")
     seed: int = option(0, help="seed of training and sampling", read=integer(minimum=0), flag="--seed")
     val_size: int = option(5000, help="validation images carved from the training set (they choose; test only reports)",

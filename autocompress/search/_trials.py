@@ -16,7 +16,7 @@ import optuna
 import torch
 from torch import nn
 
-from autocompress.engine import Distillation
+from autocompress.engine import Distillation, resolved_precision
 from autocompress.errors import AutocompressError
 from autocompress.pack import SizeAccountant
 from autocompress.pipeline import CompressedModel, finetune_under_plan_, harden_and_measure
@@ -98,8 +98,11 @@ def finetune_state_path(model: nn.Module, plan: Plan, context: SearchContext,
     recipe = [settings.final_epochs, settings.lr, settings.batch_size, settings.seed, settings.distill,
               settings.distill_temperature, settings.distill_weight, settings.dataset, settings.val_size,
               settings.split_seed, len(context.splits.train)]
-    if settings.precision != "auto":  # "auto" adds nothing, so an older version's interrupted state still resumes
-        recipe.append(settings.precision)
+    trained_in = resolved_precision(context.device, settings.precision)
+    if trained_in != ("bf16" if context.device.type == "cuda" else "fp32"):
+        # named only where it differs from what "auto" trained in before CPUs got bf16, so that an interrupted
+        # state of an older version still resumes when the number format is the same
+        recipe.append(trained_in)
     digest.update(json.dumps(recipe).encode())
     return settings.study_dir / f"finetune-{digest.hexdigest()[:16]}.state"
 
