@@ -35,9 +35,11 @@ class LayerSetting:
     ``sparsity`` is the fraction of the layer's weights set to zero (the
     smallest magnitudes); ``bits`` is the code width of a weight when zero is
     stored as one of the codes, so a quantizer at ``bits`` b has at most
-    ``2**b - 1`` non-zero levels. One exception: ``uniform`` at 1 bit is
-    sign x scale (two non-zero levels, the same layer as 2 bits); sizes are
-    always counted from the levels actually used.
+    ``2**b - 1`` non-zero levels. Two exceptions: ``uniform`` at 1 bit is
+    sign x scale (two non-zero levels, the same layer as 2 bits), and
+    ``clipq_full`` has ``2**b`` levels, which a pruned layer's file stores in
+    ``b`` bits (its zeros are in the sparse index); sizes are always counted
+    from the levels actually used.
     """
 
     sparsity: float

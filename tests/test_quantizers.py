@@ -98,8 +98,9 @@ def test_lookups_find_the_entry(quantizer: Quantizer) -> None:
 def test_file_ids_are_the_ones_files_already_use() -> None:
     ids = [quantizer.file_id for quantizer in REGISTERED]
     assert len(set(ids)) == len(ids)
-    assert {name: get_quantizer(name).file_id for name in ("clipq", "uniform", "kmeans")} == {"clipq": 0, "uniform": 1, "kmeans": 2}
-    assert QUANTIZERS == quantizer_names() == ("clipq", "uniform", "kmeans")
+    assert {name: get_quantizer(name).file_id for name in ("clipq", "uniform", "kmeans", "clipq_full")} == {
+        "clipq": 0, "uniform": 1, "kmeans": 2, "clipq_full": 3}
+    assert QUANTIZERS == quantizer_names() == ("clipq", "uniform", "kmeans", "clipq_full")
 
 
 class _Impostor(Quantizer):
@@ -129,7 +130,7 @@ def test_registering_a_taken_file_id_or_name_fails() -> None:
 
 
 def test_an_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownQuantizerError, match="clipq, uniform, kmeans") as caught:
+    with pytest.raises(UnknownQuantizerError, match="clipq, uniform, kmeans, clipq_full") as caught:
         get_quantizer("lloyd")
     assert isinstance(caught.value, AutocompressError)
 
@@ -155,7 +156,7 @@ def test_a_file_with_an_unknown_quantizer_id_is_refused(tmp_path: Path) -> None:
 def test_plans_accept_exactly_the_registered_names() -> None:
     for name in quantizer_names():
         assert LayerSetting(0.5, 3, name).quantizer == name
-    with pytest.raises(AutocompressError, match="quantizer must be one of clipq, uniform, kmeans"):
+    with pytest.raises(AutocompressError, match="quantizer must be one of clipq, uniform, kmeans, clipq_full"):
         LayerSetting(0.5, 3, "lloyd")
 
 
@@ -184,12 +185,13 @@ def test_distortions_equal_the_error_of_quantizing(quantizer: Quantizer) -> None
             assert error == pytest.approx(exact, rel=1e-6, abs=1e-9)
 
 
-def compacted_clipq(weight: torch.Tensor, mask: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLIP-Q written the direct way, on the kept weights compacted out (``weight[mask]``): the reference."""
+def compacted_clipq(weight: torch.Tensor, mask: torch.Tensor, bits: int, *, zero_code: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP-Q written the direct way, on the kept weights compacted out (``weight[mask]``): the reference.
+    ``zero_code=False``: every one of the ``2**bits`` codes is a level (clipq_full)."""
     from autocompress.quantizers._levels import interval_means, to_fp16_levels
 
     kept = weight.float()[mask]
-    n_levels = 2**bits - 1
+    n_levels = 2**bits - 1 if zero_code else 2**bits
     edges = torch.linspace(0.0, 1.0, n_levels + 1) * (kept.max() - kept.min()) + kept.min()
     interval = torch.bucketize(kept, edges[1:-1]).clamp_(max=n_levels - 1)
     means = interval_means(kept, interval, n_levels, fallback=(edges[:-1] + edges[1:]) / 2)
@@ -219,6 +221,35 @@ def test_clipq_gives_bit_for_bit_what_compacting_the_kept_weights_gives() -> Non
         expected_codes, expected_table = compacted_clipq(weight, mask, bits)
         assert torch.equal(codes, expected_codes), f"case {case}: codes differ"
         assert torch.equal(table, expected_table) and table.dtype == expected_table.dtype, f"case {case}: levels differ"
+
+
+def test_clipq_full_has_twice_the_levels_at_each_width_and_the_same_sparse_cost() -> None:
+    """clipq_full is CLIP-Q with ``2**bits`` intervals: bit for bit the compacted reference at that count; its
+    kept codes are ``bits`` wide in a sparse layer's file, as CLIP-Q's are, and cost the same bytes there with a
+    smaller error; at 1 bit it keeps two levels, one each side of the kept range's middle."""
+    from autocompress.compress import magnitude_mask
+    from autocompress.pack._bits import bit_width
+
+    clipq, full = get_quantizer("clipq"), get_quantizer("clipq_full")
+    generator = torch.Generator().manual_seed(12)
+    errors = []
+    for case in range(48):
+        weight = torch.randn((32, 16, 3, 3), generator=generator) * 0.05
+        mask = magnitude_mask(weight, 200 + 60 * case)
+        bits = 1 + case % 6
+        codes, table = full.quantize(weight, mask, bits)
+        expected_codes, expected_table = compacted_clipq(weight, mask, bits, zero_code=False)
+        assert torch.equal(codes, expected_codes) and torch.equal(table, expected_table), f"case {case}"
+        assert full.n_levels(bits, int(mask.sum())) == 2**bits and bit_width(2**bits) == bits
+        assert bits == 1 or bit_width(clipq.n_levels(bits, 1)) == bits  # CLIP-Q's kept codes are as wide, one level fewer
+        errors.append((full.distortions(weight, mask, [bits])[0], clipq.distortions(weight, mask, [bits])[0]))
+    # equal-width intervals are not nested, so one more level can cost a little in a given layer; overall it gains
+    assert sum(full_error for full_error, _ in errors) < 0.9 * sum(clipq_error for _, clipq_error in errors)
+    weight = torch.tensor([-0.9, -0.5, -0.01, 0.0, 0.02, 0.4, 0.6, 0.8])
+    mask = weight.abs() > 0.015
+    codes, table = full.quantize(weight, mask, 1)
+    assert codes.tolist() == [1, 1, 0, 0, 2, 2, 2, 2]  # the middle of [-0.9, 0.8] is -0.05
+    assert torch.allclose(table.float(), torch.tensor([-0.7, 0.455]), atol=1e-3)
 
 
 def test_clipq_takes_a_channels_last_weight_without_a_copy_warning() -> None:

@@ -62,3 +62,22 @@ class ClipQQuantizer(Quantizer):
             levels = to_fp16_levels(means.float()).double()
             errors.append(float((interval_squares - 2 * levels * interval_sums + counts * levels * levels).sum()))
         return errors
+
+
+class ClipQFullQuantizer(ClipQQuantizer):
+    """CLIP-Q's equal intervals with every one of the ``2**bits`` codes a level: ``2**bits`` intervals.
+
+    CLIP-Q keeps code 0 for the pruned weights, so a ``bits``-wide code has ``2**bits - 1`` levels. A
+    pruned layer's packed file marks its zeros in a sparse index (bitmap or gaps) and stores a code for
+    each kept weight only, ``bit_width(n_levels)`` bits wide, so there the zero code is paid for and never
+    used: at 2 bits CLIP-Q has 3 levels, the middle one straddling zero, where this has 4. At 1 bit this
+    is two levels, the means of the kept weights below and above the middle of their range: for a pruned
+    layer, ternary weights at one bit per kept weight. A layer kept dense stores ``bits + 1``-bit codes
+    (zero included), which the size accounting counts.
+    """
+
+    name = "clipq_full"
+    file_id = 3
+
+    def n_levels(self, bits: int, n_kept: int) -> int:
+        return int(2**bits)
