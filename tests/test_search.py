@@ -307,6 +307,18 @@ def test_unknown_choices_in_settings_are_refused_with_the_allowed_ones(field: st
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+PRESETS = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[path.name for path in PRESETS])
+def test_every_shipped_preset_loads_into_valid_settings(preset: Path, tmp_path: Path) -> None:
+    """The presets README and the benchmarks name are checked settings, not just YAML: a renamed or retired
+    setting, or a value the rules refuse, fails here rather than in a user's first command."""
+    settings = load_settings(preset, {"output_root": str(tmp_path)})
+    assert settings.target_bytes > 0 and settings.model
+    assert not any(tmp_path.iterdir())  # loading writes nothing
+
+
 def test_the_projection_warm_start_fits_and_distorts_less_than_uniform(resnet20) -> None:
     from autocompress.search import plan_distortion
     from autocompress.strategies import projection_plan
