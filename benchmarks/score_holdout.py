@@ -20,30 +20,34 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
 import optuna
 import torch
 from _common import REPO, machine_line
 
+from autocompress.errors import AutocompressError
+from autocompress.plan import Plan
 from autocompress.search import TrialRecord, load_settings, open_storage
-from autocompress.search._context import prepare_context
+from autocompress.search._context import SearchContext, prepare_context
 from autocompress.search._score import PlanScorer, ScoreSettings
 
 
-def scored_plans(study_dir: Path, study_name: str, model: str, top: int) -> list[tuple[int, str, float, object]]:
+def scored_plans(study_dir: Path, study_name: str, model: str, top: int) -> list[tuple[int, str, float, Plan]]:
     """(trial number, maker, stored KL, plan) of the warm start and the ``top`` lowest-KL plans, in that order."""
     storage = open_storage(f"sqlite:///{study_dir / 'study.db'}", heartbeat_seconds=None)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    done = [trial for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if trial.value is not None]
-    warm = next(trial for trial in done if TrialRecord.of(trial).strategy == "projection-warmstart")
-    best = sorted((trial for trial in done if trial.number != warm.number), key=lambda trial: trial.value)[:top]
-    return [(trial.number, TrialRecord.of(trial).strategy, float(trial.value), TrialRecord.of(trial).plan_for(model))
-            for trial in [warm, *best]]
+    done = {trial.number: (trial, float(trial.value)) for trial in
+            study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if trial.value is not None}
+    warm = next(number for number, (trial, _) in done.items() if TrialRecord.of(trial).strategy == "projection-warmstart")
+    best = sorted((number for number in done if number != warm), key=lambda number: done[number][1])[:top]
+    chosen = [(done[number][0], done[number][1]) for number in [warm, *best]]
+    return [(trial.number, TrialRecord.of(trial).strategy or "?", kl, TrialRecord.of(trial).plan_for(model))
+            for trial, kl in chosen]
 
 
-def fresh_scorer(context, own: ScoreSettings, draw: int, images: int) -> PlanScorer:  # type: ignore[no-untyped-def]
+def fresh_scorer(context: SearchContext, own: ScoreSettings, draw: int, images: int) -> PlanScorer:
     """A scorer on training images disjoint from the search's own calibration and BN images."""
     train = context.splits.train
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(own.seed))
@@ -72,7 +76,7 @@ def main() -> None:
         print(f"\n{study_dir}  ({settings.resolved_study_name})")
         print(f"{'trial':>5}  {'maker':<22} {'stored':>7}  " + "  ".join(f"{name:>8}" for name in scorers)
               + "   gain own / fresh (% of the projection's KL)")
-        table = {number: {name: scorer.score_plan(plan).kl for name, scorer in scorers.items()}  # type: ignore[arg-type]
+        table = {number: {name: scorer.score_plan(plan).kl for name, scorer in scorers.items()}
                  for number, _, _, plan in plans}
         warm = table[plans[0][0]]
         for number, maker, stored, _ in plans:
@@ -88,4 +92,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (AutocompressError, KeyError, StopIteration) as problem:
+        print(f"error: {problem}: give folders of finished KL-scored searches (study.db and run.yaml)", file=sys.stderr)
+        sys.exit(2)
