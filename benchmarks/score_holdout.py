@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -91,9 +92,14 @@ def main() -> None:
           f"on fresh images {statistics.mean(f for _, _, f in summary):+.1f} % of the projection's KL")
 
 
-if __name__ == "__main__":
+def run_reading_studies(entry: Callable[[], None], wanted: str) -> None:
+    """Run ``entry``; a folder that is not a finished KL-scored search gives one ``error:`` line and exit code 2."""
     try:
-        main()
+        entry()
     except (AutocompressError, KeyError, StopIteration) as problem:
-        print(f"error: {problem}: give folders of finished KL-scored searches (study.db and run.yaml)", file=sys.stderr)
+        print(f"error: {problem}: give {wanted} (study.db and run.yaml)", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_reading_studies(main, "folders of finished KL-scored searches")

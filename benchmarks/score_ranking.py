@@ -42,6 +42,8 @@ VARIANTS = {  # name -> settings of the cheap score
     "kl 4096/2048": ScoreSettings(images=4096, bn_images=2048),
     "kl 2048/1024 + 20 steps": ScoreSettings(images=2048, bn_images=1024, steps=20),
     "kl 2048/1024 + 50 steps": ScoreSettings(images=2048, bn_images=1024, steps=50),
+    "kl T=2 1024/512": ScoreSettings(images=1024, bn_images=512, temperature=2.0),
+    "kl T=4 1024/512": ScoreSettings(images=1024, bn_images=512, temperature=4.0),
 }
 
 

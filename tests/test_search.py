@@ -397,6 +397,82 @@ def test_the_cheap_score_is_repeatable_and_grows_with_compression(tiny_checkpoin
     assert 0.0 <= first.agreement <= 1.0
 
 
+def test_the_softened_score_and_the_fresh_scorer(tiny_checkpoint: Path, synthetic_splits) -> None:
+    """At temperature T the score is T^2 times the KL of both outputs softened by T (T=1: the plain KL); a fresh
+    scorer measures on training images that are neither the scorer's calibration images nor its BN images."""
+    import torch.nn.functional as F
+
+    from autocompress.engine import logits_of
+    from autocompress.errors import DataError
+    from autocompress.models import load_checkpoint
+    from autocompress.search import PlanScorer, ScoreSettings
+    from autocompress.search._score import compress_weights_
+
+    model = build_model("tinynet:tiny")
+    load_checkpoint(model, tiny_checkpoint)
+    cpu = torch.device("cpu")
+    plan = Plan.uniform(list(compressible_layers(model)), sparsity=0.6, bits=3)
+    plain = PlanScorer(model, synthetic_splits.train, device=cpu, settings=ScoreSettings(images=256, bn_images=128))
+    soft = PlanScorer(model, synthetic_splits.train, device=cpu, settings=ScoreSettings(images=256, bn_images=128, temperature=3.0))
+    student = compress_weights_(copy.deepcopy(model), plan)
+    soft.recalibrate_(student)
+    teacher, logits = (logits_of(net, soft.calibration, device=cpu, batch_size=256) for net in (model, student))
+    by_hand = 9.0 * F.kl_div(F.log_softmax(logits / 3, 1), F.log_softmax(teacher / 3, 1), reduction="batchmean", log_target=True)
+    assert soft.score_plan(plan).kl == pytest.approx(float(by_hand), rel=1e-5)
+    assert soft.score_plan(plan).kl != pytest.approx(plain.score_plan(plan).kl, rel=1e-3)
+    assert soft.score_plan(plan).agreement == plain.score_plan(plan).agreement  # the softening keeps every top-1
+
+    fresh = plain.fresh(200, seed=1)
+    assert len(fresh.calibration) == 200 and fresh.settings.bn_images == 128 and fresh.settings.temperature == 1.0
+    rows = {tuple(image.flatten().tolist()) for image in torch.cat([plain.calibration.images, plain.bn_set.images])}
+    fresh_rows = {tuple(image.flatten().tolist()) for image in torch.cat([fresh.calibration.images, fresh.bn_set.images])}
+    assert not rows & fresh_rows and len(fresh_rows) == 200 + 128
+    assert fresh.score_plan(plan).kl != plain.score_plan(plan).kl  # other images, another measurement of the same plan
+    greedy = PlanScorer(model, synthetic_splits.train, device=cpu,
+                        settings=ScoreSettings(images=len(synthetic_splits.train), bn_images=128))
+    with pytest.raises(DataError, match="lower --score-images"):
+        greedy.fresh(200, seed=1)
+
+
+def test_a_re_score_on_fresh_images_chooses_the_short_list(
+    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    """With rescore_top, the best-scored plans and the projection are scored again on images the search never used
+    (companion trials of fidelity ``rescore``), and the short fine-tunes go to the best of them by that score."""
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
+                            trial_score="kl", sampler="cmaes", trials=8, finetune_top=2, rescore_top=3, rescore_images=200,
+                            study_name="fresh", score_images=256, score_bn_images=128, final_epochs=0.2)
+    messages: list[str] = []
+    outcome = run_search(settings, log=messages.append)
+    study = optuna.load_study(study_name="fresh", storage=settings.resolved_storage)
+    companion = optuna.load_study(study_name="fresh.finetune", storage=settings.resolved_storage).trials
+    rescored = [t for t in companion if t.user_attrs["fidelity"] == "rescore"]
+    by_own_score = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
+    distinct: list[optuna.trial.FrozenTrial] = []
+    for trial in by_own_score:
+        if all(trial.user_attrs["plan"] != kept.user_attrs["plan"] for kept in distinct):
+            distinct.append(trial)
+    expected = {t.number for t in distinct[:3]} | {0}  # the projection warm start is always re-scored
+    assert {t.user_attrs["parent"] for t in rescored} == expected and len(rescored) == len(expected)
+    for trial in rescored:
+        parent = study.trials[trial.user_attrs["parent"]]
+        assert trial.user_attrs["plan"] == parent.user_attrs["plan"] and trial.params == parent.params
+        assert trial.value == trial.user_attrs["kl_to_baseline"] != parent.value  # measured again, elsewhere
+        assert trial.user_attrs["packed_bytes"] == parent.user_attrs["packed_bytes"] <= 3000
+    by_fresh_score = [t.user_attrs["parent"] for t in sorted(rescored, key=lambda t: t.value)]
+    finetuned = [t.user_attrs["parent"] for t in companion if t.user_attrs["fidelity"] == "finetune"]
+    assert sorted(finetuned) == sorted(by_fresh_score[:2])
+    assert any(message.startswith("re-score (own -> fresh KL)") for message in messages), messages
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    assert best["result"]["trial"] in by_fresh_score[:2]
+    chosen_rescore = next(t for t in rescored if t.user_attrs["parent"] == best["result"]["trial"])
+    assert best["result"]["rescore_kl"] == round(chosen_rescore.value, 5)
+    # a rerun re-scores nothing again
+    run_search(settings, log=lambda _: None)
+    rerun = optuna.load_study(study_name="fresh.finetune", storage=settings.resolved_storage).trials
+    assert [t.user_attrs["fidelity"] for t in rerun] == [t.user_attrs["fidelity"] for t in companion]
+
+
 def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -540,7 +616,7 @@ def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_
     # lacks counts as that setting's default (what the older version did)
     best_yaml = first.study_dir / "best.yaml"
     document = yaml.safe_load(best_yaml.read_text())
-    for added_later in ("race_top", "race_epochs", "finetune_top"):
+    for added_later in ("race_top", "race_epochs", "finetune_top", "rescore_top", "rescore_images", "score_temperature"):
         del document["result"]["settings"][added_later]
     best_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
     messages.clear()

@@ -145,6 +145,10 @@ class SearchSettings:
                                   read=integer(minimum=1), flag="--score-bn-images")
     score_steps: int = option(0, help="kl score: distillation steps under the plan before scoring", read=integer(minimum=0),
                               flag="--score-steps")
+    score_temperature: float = option(1.0, help="kl score: temperature T of the KL (both outputs softened by T, the KL "
+                                                "scaled by T^2); a larger T weighs every image's whole output, not only "
+                                                "the few confidently wrong ones, and is less noisy",
+                                      read=number(above=0), flag="--score-temperature")
     front: list[int] | None = option(None, help="kl score: after the search, sample the budget too over LOW:HIGH "
                                                 "(e.g. 25KB:200KB) and write the accuracy/size front (front.png)",
                                      read=size_range(), flag="--front")
@@ -152,6 +156,12 @@ class SearchSettings:
                                flag="--front-trials")
     front_finetunes: int = option(4, help="front: points of the front given the short fine-tune", read=integer(minimum=0),
                                   flag="--front-finetunes")
+    rescore_top: int = option(0, help="kl score: after the search, score this many of the best-scored plans (and the "
+                                      "projection warm start) again on --rescore-images training images the search never "
+                                      "saw, and short-list by that score (0: short-list by the search's own score)",
+                              read=integer(minimum=0), flag="--rescore-top")
+    rescore_images: int = option(4096, help="kl score: training images of the re-score (--rescore-top), none of them the "
+                                            "search's own", read=integer(minimum=16), flag="--rescore-images")
     finetune_top: int = option(3, help="kl score: how many of the best-scored plans get the short fine-tune "
                                        "(--epochs-per-trial); the best of them gets the final one",
                                read=integer(minimum=1), flag="--finetune-top")
@@ -218,7 +228,7 @@ class SearchSettings:
     @property
     def score_settings(self) -> ScoreSettings:
         return ScoreSettings(images=self.score_images, bn_images=self.score_bn_images, steps=self.score_steps,
-                             lr=self.lr, seed=self.split_seed)
+                             temperature=self.score_temperature, lr=self.lr, seed=self.split_seed)
 
     @property
     def num_classes(self) -> int:
@@ -247,6 +257,8 @@ def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str
         (("front", "space", "trial_score"),
          None if settings.front is None or (settings.space == "coefficients" and settings.trial_score == "kl") else
          "front (the budget sampled over a range) needs space coefficients and trial_score kl, where a trial takes seconds"),
+        (("rescore_top", "trial_score"), None if settings.rescore_top == 0 or settings.trial_score == "kl" else
+         "rescore_top (a second score on fresh images) re-scores plans of the kl score: it needs trial_score kl"),
         (("race_top", "trial_score", "finetune_top"),
          None if settings.race_top == 1 or (settings.trial_score == "kl" and settings.race_top <= settings.finetune_top) else
          f"race_top ({settings.race_top}) races plans of the kl score's short list: it needs trial_score kl and at most "
