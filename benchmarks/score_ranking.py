@@ -103,16 +103,25 @@ def main() -> int:
     for name in sorted(names, key=lambda item: -truth[item]["epoch_test"]):
         cells = "  ".join(f"{scores[variant][name]:14.4f}" for variant in scores)
         print(f"{name:18s} {truth[name]['epoch_test']:9.4f} {truth[name]['quarter_val']:11.4f}  {cells}")
-    (args.truth / "scores.json").write_text(json.dumps({"rows": rows, "scores": scores}, indent=1))
+    write_scores(args.truth / "scores.json", rows, scores)
     cheap = [row for row in rows[1:] if "steps" not in row[0] and "quarter" not in row[0]]
     default = next(row for row in cheap if row[0] == "kl 1024/512") if any(row[0] == "kl 1024/512" for row in cheap) else cheap[0]
-    quarter_kl = next((row for row in rows if row[0].startswith("quarter_kl")), None)
-    second_level = quarter_kl is None or quarter_kl[1] >= rows[0][1]
+    quarter_row = next((row for row in rows if row[0].startswith("quarter_kl")), None)
+    second_level = quarter_row is None or quarter_row[1] >= rows[0][1]
     return verdict(default[1] >= args.bar and second_level,
                    f"the default training-free score {default[0]!r} ranks with rho {default[1]:.3f} (bar {args.bar}) in "
                    f"{default[2]:.1f} s per plan, against {rows[0][1]:.3f} in {rows[0][2]:.1f} s for today's 0.25-epoch "
                    f"validation accuracy; the KL after the 0.25-epoch fine-tune (the second level) "
                    f"{'ranks at least as well' if second_level else 'ranks worse'}")
+
+def write_scores(path: Path, rows: list[tuple[str, float, float]], scores: dict[str, dict[str, float]]) -> None:
+    """Merge this run's rows and per-plan scores into ``path``: a run of a few ``--variants`` replaces those
+    variants and keeps the others an earlier run wrote."""
+    earlier = json.loads(path.read_text()) if path.is_file() else {"rows": [], "scores": {}}
+    fresh = {row[0] for row in rows}
+    merged_rows = [list(row) for row in earlier["rows"] if row[0] not in fresh] + [list(row) for row in rows]
+    path.write_text(json.dumps({"rows": merged_rows, "scores": {**earlier["scores"], **scores}}, indent=1))
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
