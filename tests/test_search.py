@@ -471,6 +471,13 @@ def test_a_re_score_on_fresh_images_chooses_the_short_list(
     run_search(settings, log=lambda _: None)
     rerun = optuna.load_study(study_name="fresh.finetune", storage=settings.resolved_storage).trials
     assert [t.user_attrs["fidelity"] for t in rerun] == [t.user_attrs["fidelity"] for t in companion]
+    # a score set that leaves no training images for the re-score is refused before any trial runs
+    greedy = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
+                          trial_score="kl", sampler="cmaes", trials=8, rescore_top=3, study_name="greedy",
+                          score_images=1800, score_bn_images=128)
+    with pytest.raises(AutocompressError, match="left for the re-score: .* all 1800 training images; lower --score-images"):
+        run_search(greedy, log=lambda _: None)
+    assert not optuna.load_study(study_name="greedy", storage=greedy.resolved_storage).trials
 
 
 def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(

@@ -93,6 +93,7 @@ class PlanScorer:
         self.calibration = train_set.subset(order[:images])
         self.bn_set = train_set.subset(order[images:images + self.settings.bn_images] if len(order) > images else order[:images])
         self.unused = train_set.subset(order[images + self.settings.bn_images:])  # neither calibration nor BN images
+        self.train_images = len(train_set)
         teacher_logits = logits_of(baseline, self.calibration, device=device, batch_size=SCORE_BATCH_SIZE)
         self.teacher = F.log_softmax(teacher_logits / self.settings.temperature, dim=1)
 
@@ -101,8 +102,9 @@ class PlanScorer:
         among this scorer's own: a plan chosen as the best of many by this scorer is scored there without the
         luck of the draw that made it look best."""
         if len(self.unused) < 2:
-            raise DataError(f"no training images are left outside the score's own {len(self.calibration)} and "
-                            f"{len(self.bn_set)} BN images; lower --score-images or --score-bn-images")
+            raise DataError(f"no training images are left for the re-score: the score's own images and BN batches use "
+                            f"all {self.train_images} training images; "
+                            "lower --score-images or --score-bn-images")
         # at most half the unused images score, so the fresh scorer's BN batches are fresh too
         settings = dataclasses.replace(self.settings, images=min(images, len(self.unused) // 2), seed=seed)
         return PlanScorer(self.baseline, self.unused, device=self.device, settings=settings)

@@ -142,8 +142,12 @@ class CheapKL(TrialScoring):
 
     def __init__(self, context: SearchContext, proposer: Proposer) -> None:
         super().__init__(context, proposer)
+        settings = context.settings
         self.scorer = PlanScorer(context.baseline, context.splits.train, device=context.device,
-                                 settings=context.settings.score_settings)
+                                 settings=settings.score_settings)
+        # built before the first trial, so a score set that leaves no fresh images is refused before the search
+        self.fresh_scorer = (self.scorer.fresh(settings.rescore_images, seed=settings.split_seed + 1)
+                             if settings.rescore_top > 0 else None)
 
     def objective(self, trial: optuna.Trial) -> float:
         context = self.context
@@ -238,17 +242,12 @@ class CheapKL(TrialScoring):
         self.proposer.suggest_only(trial)
         plan = TrialRecord.of(scored).plan_for(context.model_spec)
         context.interrupt.check()
+        assert self.fresh_scorer is not None  # built when rescore_top > 0, the only case that re-scores
         score = self.fresh_scorer.score_plan(plan)
         TrialRecord.sized(plan, context.sizes.estimate(plan), target_bytes=context.target_bytes,
                           wall_seconds=time.perf_counter() - started, kl_to_baseline=score.kl, agreement=score.agreement,
                           strategy="rescore", worker=worker_name(), parent=scored.number, fidelity="rescore").write(trial)
         return score.kl, None
-
-    @functools.cached_property
-    def fresh_scorer(self) -> PlanScorer:
-        """The re-score's scorer: ``rescore_images`` training images outside the search's own, seeded apart from them."""
-        settings = self.context.settings
-        return self.scorer.fresh(settings.rescore_images, seed=settings.split_seed + 1)
 
     def _race(self, finetuned: list[optuna.trial.FrozenTrial]) -> Chosen:
         """Start the final fine-tune of each short-listed plan, stop each after ``race_epochs`` (its training state
