@@ -480,6 +480,37 @@ def test_a_re_score_on_fresh_images_chooses_the_short_list(
     assert not optuna.load_study(study_name="greedy", storage=greedy.resolved_storage).trials
 
 
+def test_the_projection_in_the_short_fine_tune_competes_with_the_search_plans(
+    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    """With finetune_projection, the projection warm start gets the short fine-tune beside the best-scored plan,
+    wherever it ranked, and the final fine-tune goes to whichever is closer to the baseline after it."""
+    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
+                            trial_score="kl", sampler="cmaes", trials=6, finetune_top=1, finetune_projection=True,
+                            study_name="guarded", score_images=256, score_bn_images=128, final_epochs=0.2)
+    outcome = run_search(settings, log=lambda _: None)
+    study = optuna.load_study(study_name="guarded", storage=settings.resolved_storage)
+    scored = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert scored[0].user_attrs["strategy"] == "projection-warmstart"
+    best_scored = min(scored, key=lambda t: t.value)
+    companion = optuna.load_study(study_name="guarded.finetune", storage=settings.resolved_storage).trials
+    finetuned = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
+    assert {t.user_attrs["parent"] for t in finetuned} == {best_scored.number, 0}
+    assert len(finetuned) == (1 if best_scored.user_attrs["plan"] == scored[0].user_attrs["plan"] else 2)
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    closest = min(finetuned, key=lambda t: t.value)
+    assert best["result"]["trial"] == closest.user_attrs["parent"]
+    assert best["result"]["finetune_kl"] == round(closest.value, 5)
+    assert best["layers"] == study.trials[closest.user_attrs["parent"]].user_attrs["plan"]
+    # without it, only the best-scored plan is fine-tuned (the projection only where it scored best)
+    plain = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
+                         trial_score="kl", sampler="cmaes", trials=6, finetune_top=1, study_name="plain",
+                         score_images=256, score_bn_images=128, final_epochs=0.2)
+    run_search(plain, log=lambda _: None)
+    plain_companion = optuna.load_study(study_name="plain.finetune", storage=plain.resolved_storage).trials
+    assert [t.user_attrs["fidelity"] for t in plain_companion] == ["finetune", "final"]
+
+
 def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -623,7 +654,8 @@ def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_
     # lacks counts as that setting's default (what the older version did)
     best_yaml = first.study_dir / "best.yaml"
     document = yaml.safe_load(best_yaml.read_text())
-    for added_later in ("race_top", "race_epochs", "finetune_top", "rescore_top", "rescore_images", "score_temperature"):
+    for added_later in ("race_top", "race_epochs", "finetune_top", "rescore_top", "rescore_images", "score_temperature",
+                        "finetune_projection"):
         del document["result"]["settings"][added_later]
     best_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
     messages.clear()

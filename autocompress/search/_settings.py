@@ -165,6 +165,10 @@ class SearchSettings:
     finetune_top: int = option(3, help="kl score: how many of the best-scored plans get the short fine-tune "
                                        "(--epochs-per-trial); the best of them gets the final one",
                                read=integer(minimum=1), flag="--finetune-top")
+    finetune_projection: bool = option(False, help="kl score: the projection warm start gets the short fine-tune too, so "
+                                                   "the search returns a plan of its own only when that plan is also "
+                                                   "closer to the baseline than the warm start after the short fine-tune",
+                                       read=switch(), flag="--finetune-projection", const=True)
     race_top: int = option(1, help="kl score: how many of the short-fine-tuned plans start the final fine-tune; after "
                                    "--race-epochs the one closest to the baseline on the validation split (KL) carries "
                                    "on and the others stop (1: no race, the best after the short fine-tune goes on)",
@@ -259,6 +263,8 @@ def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str
          "front (the budget sampled over a range) needs space coefficients and trial_score kl, where a trial takes seconds"),
         (("rescore_top", "trial_score"), None if settings.rescore_top == 0 or settings.trial_score == "kl" else
          "rescore_top (a second score on fresh images) re-scores plans of the kl score: it needs trial_score kl"),
+        (("finetune_projection", "trial_score"), None if not settings.finetune_projection or settings.trial_score == "kl"
+         else "finetune_projection (the projection in the short fine-tune) is a level of the kl score: it needs trial_score kl"),
         (("race_top", "trial_score", "finetune_top"),
          None if settings.race_top == 1 or (settings.trial_score == "kl" and settings.race_top <= settings.finetune_top) else
          f"race_top ({settings.race_top}) races plans of the kl score's short list: it needs trial_score kl and at most "

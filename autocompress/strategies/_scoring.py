@@ -188,12 +188,16 @@ class CheapKL(TrialScoring):
 
     def _short_list(self) -> list[optuna.trial.FrozenTrial]:
         """The short fine-tunes of the ``finetune_top`` best distinct plans (run where missing), best first; the
-        best by the search's own score, or with ``rescore_top`` by the score on fresh images (:meth:`_rescored`)."""
+        best by the search's own score, or with ``rescore_top`` by the score on fresh images (:meth:`_rescored`).
+        With ``finetune_projection`` the projection warm start is fine-tuned too, wherever it ranked, so a plan of
+        the sampler's own is chosen only when it is also ahead of the warm start after that fine-tune."""
         context, settings = self.context, self.context.settings
         ranked = distinct_plans(ranked_feasible_trials(context.opened_study))
         if settings.rescore_top > 0:
             ranked = self._rescored(ranked)
         candidates = ranked[: settings.finetune_top]
+        if settings.finetune_projection:
+            candidates += projection_unless_listed(ranked_feasible_trials(context.opened_study), candidates)
         if not candidates:
             return []
         companion, _ = open_study(settings, companion=True)
@@ -218,8 +222,7 @@ class CheapKL(TrialScoring):
         ``rescore``), so a rerun goes on where it stopped."""
         context, settings = self.context, self.context.settings
         finalists = ranked[: settings.rescore_top]
-        finalists += [trial for trial in ranked[settings.rescore_top:]
-                      if TrialRecord.of(trial).strategy == "projection-warmstart"][:1]
+        finalists += projection_unless_listed(ranked, finalists)
         companion, _ = open_study(settings, companion=True)
         done = finished_at(companion, "rescore")
         missing = [trial for trial in finalists if trial.number not in done]
@@ -355,6 +358,16 @@ def finished_at(companion: optuna.Study, fidelity: str) -> dict[int | None, optu
     """The companion study's finished trials of one fidelity level, by the scored trial they measured."""
     finished = companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return {TrialRecord.of(trial).parent: trial for trial in finished if TrialRecord.of(trial).fidelity == fidelity}
+
+
+def projection_unless_listed(trials: list[optuna.trial.FrozenTrial],
+                             listed: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The projection warm start among ``trials``, as a list of one, unless ``listed`` already holds its plan
+    (an empty list then, and also where no projection warm start is among ``trials``)."""
+    projection = next((trial for trial in trials if TrialRecord.of(trial).strategy == "projection-warmstart"), None)
+    if projection is None or any(TrialRecord.of(trial).plan == TrialRecord.of(projection).plan for trial in listed):
+        return []
+    return [projection]
 
 
 def distinct_plans(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
