@@ -192,12 +192,13 @@ class CheapKL(TrialScoring):
         With ``finetune_projection`` the projection warm start is fine-tuned too, wherever it ranked, so a plan of
         the sampler's own is chosen only when it is also ahead of the warm start after that fine-tune."""
         context, settings = self.context, self.context.settings
-        ranked = distinct_plans(ranked_feasible_trials(context.opened_study))
+        feasible = ranked_feasible_trials(context.opened_study)
+        ranked = distinct_plans(feasible)
         if settings.rescore_top > 0:
             ranked = self._rescored(ranked)
         candidates = ranked[: settings.finetune_top]
         if settings.finetune_projection:
-            candidates += projection_unless_listed(ranked_feasible_trials(context.opened_study), candidates)
+            candidates += projection_unless_listed(feasible, candidates)
         if not candidates:
             return []
         companion, _ = open_study(settings, companion=True)
