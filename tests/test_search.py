@@ -511,6 +511,40 @@ def test_the_projection_in_the_short_fine_tune_competes_with_the_search_plans(
     assert [t.user_attrs["fidelity"] for t in plain_companion] == ["finetune", "final"]
 
 
+def test_shared_seeds_fine_tune_every_finalist_with_the_same_data_orders_and_a_rerun_keys_on_them(
+    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    """With finetune_seeds N, each short-listed plan is fine-tuned with the same N seeds and scored by its mean KL;
+    a rerun under another seed rule fine-tunes again rather than reuse or compare the other rule's fine-tunes."""
+    common = dict(target_size="3KB", space="coefficients", trial_score="kl", sampler="cmaes", trials=6, finetune_top=2,
+                  study_name="crn", score_images=256, score_bn_images=128, final_epochs=0.2, seed=5)
+    own_orders = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, **common)
+    run_search(own_orders, log=lambda _: None)
+    shared = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, finetune_seeds=2, **common)
+    messages: list[str] = []
+    outcome = run_search(shared, log=messages.append)
+    companion = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials
+    finetunes = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
+    own, crn = finetunes[:2], finetunes[2:]
+    assert [t.user_attrs["finetune_seeds"] for t in own] == [[5 + t.user_attrs["parent"]] for t in own]
+    assert len(crn) == 2 and all(t.user_attrs["finetune_seeds"] == [5, 6] for t in crn)
+    assert {t.user_attrs["parent"] for t in crn} == {t.user_attrs["parent"] for t in own}
+    for trial in crn:
+        per_seed = trial.user_attrs["finetune_kls"]
+        assert len(per_seed) == 2 and trial.value == pytest.approx(sum(per_seed) / 2, abs=1e-5)
+    # the choice is made among the shared-seed fine-tunes only
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    closest = min(crn, key=lambda t: t.value)
+    assert best["result"]["trial"] == closest.user_attrs["parent"]
+    assert best["result"]["finetune_kl"] == round(closest.value, 5)
+    assert best["result"]["settings"]["finetune_seeds"] == 2  # a reused final fine-tune reports today's choice
+    assert any(m.startswith("fine-tune 1 of 2") and "seed(s) [5, 6]" in m for m in messages), messages
+    # a rerun under the same rule fine-tunes nothing again
+    run_search(shared, log=lambda _: None)
+    rerun = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials
+    assert sum(t.user_attrs["fidelity"] == "finetune" for t in rerun) == 4
+
+
 def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -655,7 +689,7 @@ def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_
     best_yaml = first.study_dir / "best.yaml"
     document = yaml.safe_load(best_yaml.read_text())
     for added_later in ("race_top", "race_epochs", "finetune_top", "rescore_top", "rescore_images", "score_temperature",
-                        "finetune_projection"):
+                        "finetune_projection", "finetune_seeds"):
         del document["result"]["settings"][added_later]
     best_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
     messages.clear()

@@ -26,7 +26,14 @@ from autocompress.search._context import (
     space_for,
 )
 from autocompress.search._execute import execute
-from autocompress.search._outcome import SearchOutcome, finished_final, outcome_of, write_best, write_best_so_far
+from autocompress.search._outcome import (
+    SearchOutcome,
+    finished_final,
+    outcome_of,
+    restate_choice,
+    write_best,
+    write_best_so_far,
+)
 from autocompress.search._projection import Projection, Projector, plan_distortion, project_to_budget
 from autocompress.search._records import CONSTRAINT_NAME, StudyFacts, TrialRecord, constraint_of
 from autocompress.search._registry import STRATEGIES, register_strategy, strategy_names
@@ -130,6 +137,7 @@ __all__ = [
     "redact",
     "register_strategy",
     "relative_distortion",
+    "restate_choice",
     "run_one_trial",
     "sensitivity_plan",
     "space_for",

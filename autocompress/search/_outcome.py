@@ -65,6 +65,22 @@ def write_best(folder: Path, compressed: CompressedModel, context: SearchContext
     return final_plan
 
 
+MEASURED_RESULT_KEYS = ("packed_bytes", "compression_ratio", "accuracy", "baseline_accuracy", "trial", "trained_in")
+"""What ``best.yaml`` records about the fine-tuned model itself; the rest of its result says how it was chosen."""
+
+
+def restate_choice(folder: Path, written: Plan, context: SearchContext, facts: dict[str, Any]) -> Plan:
+    """Rewrite ``best.yaml`` (an earlier run's final fine-tune, reused) with today's choice: the facts of how this
+    run chose the plan and this run's settings, so the file never reports a choice another run made. The model's
+    measured results and ``best.acz`` are kept as they are."""
+    result = written.result or {}
+    written.result = {**{key: result[key] for key in MEASURED_RESULT_KEYS if key in result}, **facts,
+                      "settings": context.settings.to_dict()}
+    if written.result != result:
+        written.save(folder / "best.yaml")
+    return written
+
+
 FINAL_FINETUNE_SETTINGS = ("model", "dataset", "target_bytes", "final_epochs", "lr", "batch_size", "seed", "val_size",
                            "split_seed", "distill", "distill_temperature", "distill_weight", "precision")
 """The settings that decide what a final fine-tune produces; a rerun that changes one of them trains again."""
@@ -76,7 +92,8 @@ BOOKKEEPING_SETTINGS = ("study_name", "output_root", "data_dir", "storage", "dev
 TRIAL_SEARCH_SETTINGS = ("sampler", "pruner", "sampler_startup_trials", "trials", "epochs_per_trial", "warm_start", "space",
                          "coefficient_groups", "coefficient_range", "trial_score", "score_images", "score_bn_images",
                          "score_steps", "score_temperature", "front", "front_trials", "front_finetunes", "rescore_top",
-                         "rescore_images", "finetune_top", "finetune_projection", "race_top", "race_epochs")
+                         "rescore_images", "finetune_top", "finetune_projection", "finetune_seeds",
+                         "race_top", "race_epochs")
 """Settings read only by the trial-based search (its sampler, space, score and fidelity levels): a one-plan
 mode's result does not depend on them, so changing one does not train that plan again."""
 

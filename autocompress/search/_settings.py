@@ -169,6 +169,11 @@ class SearchSettings:
                                                    "the search returns a plan of its own only when that plan is also "
                                                    "closer to the baseline than the warm start after the short fine-tune",
                                        read=switch(), flag="--finetune-projection", const=True)
+    finetune_seeds: int = option(0, help="kl score: 0: each short fine-tune has a data order of its own (seed + trial "
+                                         "number); N: every short-listed plan is fine-tuned with the same N seeds (seed, "
+                                         "seed+1, ...) and ranked by its mean KL, so the comparison is not decided by "
+                                         "which plan drew the luckier data order (common random numbers)",
+                                 read=integer(minimum=0), flag="--finetune-seeds")
     race_top: int = option(1, help="kl score: how many of the short-fine-tuned plans start the final fine-tune; after "
                                    "--race-epochs the one closest to the baseline on the validation split (KL) carries "
                                    "on and the others stop (1: no race, the best after the short fine-tune goes on)",
@@ -265,6 +270,8 @@ def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str
          "rescore_top (a second score on fresh images) re-scores plans of the kl score: it needs trial_score kl"),
         (("finetune_projection", "trial_score"), None if not settings.finetune_projection or settings.trial_score == "kl"
          else "finetune_projection (the projection in the short fine-tune) is a level of the kl score: it needs trial_score kl"),
+        (("finetune_seeds", "trial_score"), None if settings.finetune_seeds == 0 or settings.trial_score == "kl" else
+         "finetune_seeds (shared seeds for the short fine-tune) is a level of the kl score: it needs trial_score kl"),
         (("race_top", "trial_score", "finetune_top"),
          None if settings.race_top == 1 or (settings.trial_score == "kl" and settings.race_top <= settings.finetune_top) else
          f"race_top ({settings.race_top}) races plans of the kl score's short list: it needs trial_score kl and at most "

@@ -31,6 +31,7 @@ from autocompress.search import (
     optimize,
     outcome_of,
     register_strategy,
+    restate_choice,
     write_best,
     write_best_so_far,
 )
@@ -96,6 +97,7 @@ class BoStrategy(Strategy):
                         f"{final_plan.result['accuracy']['test']:.2%}, {final_plan.result['packed_bytes']:,} B); "
                         f"its files are in {folder}")
             finetune_state_path(context.baseline, chosen.plan, context).unlink(missing_ok=True)  # a race's, not needed
+            final_plan = restate_choice(folder, final_plan, context, chosen.facts)
         else:
             final_plan = self.final_finetune(context, scoring, chosen)
         if settings.front is not None and isinstance(proposer, CoefficientProposer) and isinstance(scoring, CheapKL):

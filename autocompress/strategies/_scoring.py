@@ -15,9 +15,10 @@ import copy
 import functools
 import json
 import math
+import statistics
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -202,15 +203,42 @@ class CheapKL(TrialScoring):
         if not candidates:
             return []
         companion, _ = open_study(settings, companion=True)
-        done = finished_at(companion, "finetune")
+        complete = companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        done = {TrialRecord.of(trial).parent for trial in self._finetuned_under_seed_rule(
+            trial for trial in complete if TrialRecord.of(trial).fidelity == "finetune")}
         for number, scored in enumerate(candidates, start=1):
             if scored.number in done:
                 continue
             context.log(f"fine-tune {number} of {len(candidates)}: trial {scored.number} (score {scored.value:.4f}), "
-                        f"{settings.epochs_per_trial:g} epoch(s)")
+                        f"{settings.epochs_per_trial:g} epoch(s), seed(s) {self.short_finetune_seeds(scored.number)}")
             companion.enqueue_trial(dict(scored.params), user_attrs={"strategy": "finetune"})
             run_one_trial(companion, functools.partial(self._short_finetune, scored=scored))
-        return [trial for trial in ranked_feasible_trials(companion) if TrialRecord.of(trial).fidelity == "finetune"]
+        finetuned = self._finetuned_under_seed_rule(
+            trial for trial in ranked_feasible_trials(companion) if TrialRecord.of(trial).fidelity == "finetune")
+        context.log("after the short fine-tune (KL): " + ", ".join(
+            f"trial {TrialRecord.of(trial).parent} {float(trial.value or 0.0):.4f}" for trial in finetuned))
+        return finetuned
+
+    def short_finetune_seeds(self, parent: int) -> list[int]:
+        """The seeds of the short fine-tune of main-study trial ``parent``: ``seed + parent`` (a data order of
+        its own), or with ``finetune_seeds`` N the same N seeds for every plan (common random numbers)."""
+        settings = self.context.settings
+        if settings.finetune_seeds == 0:
+            return [settings.seed + parent]
+        return [settings.seed + offset for offset in range(settings.finetune_seeds)]
+
+    def _finetuned_under_seed_rule(self, trials: Iterable[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+        """The short fine-tunes among ``trials`` that today's seed rule would have run (order kept), so that a
+        rerun with another ``finetune_seeds`` neither reuses nor compares fine-tunes made under the old rule.
+        A fine-tune that recorded no seeds (an earlier version's) had the data order of its own."""
+        kept = []
+        for trial in trials:
+            record = TrialRecord.of(trial)
+            parent = record.parent or 0
+            recorded = record.extra.get("finetune_seeds", [self.context.settings.seed + parent])
+            if list(recorded) == self.short_finetune_seeds(parent):
+                kept.append(trial)
+        return kept
 
     def _rescored(self, ranked: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
         """The ``rescore_top`` best of ``ranked`` and the projection warm start, ordered by their KL on
@@ -319,17 +347,29 @@ class CheapKL(TrialScoring):
         started = time.perf_counter()
         self.proposer.suggest_only(trial)  # the scored trial's parameters, for the dashboard
         plan = TrialRecord.of(scored).plan_for(context.model_spec)
+        seeds = self.short_finetune_seeds(scored.number)
         TrialRecord(strategy="finetune", worker=worker_name(), target_bytes=context.target_bytes, parent=scored.number,
-                    fidelity="finetune").write(trial)
-        model = copy.deepcopy(context.baseline)
-        finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.epochs_per_trial,
-                             lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed + scored.number,
-                             progress=False, on_step=context.interrupt.check, precision=settings.precision)
-        compressed = measure_within_budget(model, plan, context)
-        score = self.scorer.score_model(compressed.model)
-        TrialRecord.measured(compressed, target_bytes=context.target_bytes, wall_seconds=time.perf_counter() - started,
-                             kl_to_baseline=score.kl, agreement=score.agreement).write(trial)
-        return score.kl, None
+                    fidelity="finetune", extra={"finetune_seeds": seeds}).write(trial)
+        kls, agreements, val_accuracies = [], [], []
+        for seed in seeds:
+            model = copy.deepcopy(context.baseline)
+            finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.epochs_per_trial,
+                                 lr=settings.lr, batch_size=settings.batch_size, seed=seed, progress=False,
+                                 on_step=context.interrupt.check, precision=settings.precision)
+            compressed = measure_within_budget(model, plan, context)
+            score = self.scorer.score_model(compressed.model)
+            kls.append(score.kl)
+            agreements.append(score.agreement)
+            val_accuracies.append(float(compressed.val_accuracy or 0.0))
+        mean_kl = statistics.fmean(kls)
+        record = TrialRecord.measured(compressed, target_bytes=context.target_bytes,
+                                      wall_seconds=time.perf_counter() - started, kl_to_baseline=mean_kl,
+                                      agreement=statistics.fmean(agreements))
+        record.val_accuracy = statistics.fmean(val_accuracies)
+        if len(seeds) > 1:
+            record.extra["finetune_kls"] = [round(kl, 6) for kl in kls]
+        record.write(trial)
+        return mean_kl, None
 
     def final(self, chosen: Chosen) -> CompressedModel:
         """The final fine-tune, recorded as a trial of the companion study (fidelity ``final``)."""
