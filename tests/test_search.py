@@ -14,6 +14,7 @@ import weakref
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -539,6 +540,11 @@ def test_shared_seeds_fine_tune_every_finalist_with_the_same_data_orders_and_a_r
     assert best["result"]["finetune_kl"] == round(closest.value, 5)
     assert best["result"]["settings"]["finetune_seeds"] == 2  # a reused final fine-tune reports today's choice
     assert any(m.startswith("fine-tune 1 of 2") and "seed(s) [5, 6]" in m for m in messages), messages
+    # trials.csv links every fine-tune to the scored trial it measured
+    rows = pd.read_csv(outcome.study_dir / "trials.csv")
+    finetune_rows = rows[rows["fidelity"] == "finetune"]
+    assert sorted(finetune_rows["parent"].astype(int)) == sorted(t.user_attrs["parent"] for t in finetunes)
+    assert rows[rows["fidelity"] == "score"]["parent"].isna().all()
     # a rerun under the same rule fine-tunes nothing again
     run_search(shared, log=lambda _: None)
     rerun = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials

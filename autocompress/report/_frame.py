@@ -22,6 +22,7 @@ BASE_COLUMNS: tuple[str, ...] = (
     "state",
     "strategy",
     "fidelity",
+    "parent",
     "val_accuracy",
     "test_accuracy",
     "kl_to_baseline",
@@ -42,6 +43,7 @@ _DTYPES: dict[str, str] = {
     "state": "object",
     "strategy": "object",
     "fidelity": "object",
+    "parent": "Int64",
     "val_accuracy": "float64",
     "test_accuracy": "float64",
     "kl_to_baseline": "float64",
@@ -63,6 +65,8 @@ def trials_frame(study: optuna.Study, *companions: optuna.Study) -> pd.DataFrame
 
     ``fidelity`` is ``score`` for a trial scored without training, ``finetune`` and ``final`` for the fine-tuned
     ones, empty for a trial of a search scored by validation accuracy (and of older versions).
+    ``parent`` is, for a companion study's trial (a re-score, a fine-tune, a race, the final fine-tune), the number of
+    the main-study trial whose plan it measured; empty elsewhere.
     ``val_accuracy`` is the measured validation accuracy: the ``val_accuracy`` user attribute when the
     search stored it, else the objective value of a COMPLETE trial, else the last intermediate value of a
     PRUNED trial. It is NaN for a trial that was never evaluated, including an infeasible COMPLETE trial
@@ -142,6 +146,7 @@ def _trial_row(trial: FrozenTrial, layers: Sequence[str]) -> dict[str, Any]:
         "state": trial.state.name,
         "strategy": record.strategy,
         "fidelity": record.fidelity,
+        "parent": _optional_int(record.parent),
         "val_accuracy": _measured_accuracy(trial, record),
         "test_accuracy": _optional_float(record.test_accuracy),
         "kl_to_baseline": _optional_float(record.kl_to_baseline),
