@@ -517,8 +517,9 @@ def test_shared_seeds_fine_tune_every_finalist_with_the_same_data_orders_and_a_r
 ) -> None:
     """With finetune_seeds N, each short-listed plan is fine-tuned with the same N seeds and scored by its mean KL;
     a rerun under another seed rule fine-tunes again rather than reuse or compare the other rule's fine-tunes."""
+    base_seed = 2  # a seed under which the best-scored plan is not the one closest after the short fine-tune
     common = dict(target_size="3KB", space="coefficients", trial_score="kl", sampler="cmaes", trials=6, finetune_top=2,
-                  study_name="crn", score_images=256, score_bn_images=128, final_epochs=0.2, seed=5)
+                  study_name="crn", score_images=256, score_bn_images=128, final_epochs=0.2, seed=base_seed)
     own_orders = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, **common)
     run_search(own_orders, log=lambda _: None)
     shared = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, finetune_seeds=2, **common)
@@ -527,8 +528,8 @@ def test_shared_seeds_fine_tune_every_finalist_with_the_same_data_orders_and_a_r
     companion = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials
     finetunes = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
     own, crn = finetunes[:2], finetunes[2:]
-    assert [t.user_attrs["finetune_seeds"] for t in own] == [[5 + t.user_attrs["parent"]] for t in own]
-    assert len(crn) == 2 and all(t.user_attrs["finetune_seeds"] == [5, 6] for t in crn)
+    assert [t.user_attrs["finetune_seeds"] for t in own] == [[base_seed + t.user_attrs["parent"]] for t in own]
+    assert len(crn) == 2 and all(t.user_attrs["finetune_seeds"] == [base_seed, base_seed + 1] for t in crn)
     assert {t.user_attrs["parent"] for t in crn} == {t.user_attrs["parent"] for t in own}
     for trial in crn:
         per_seed = trial.user_attrs["finetune_kls"]
@@ -539,7 +540,7 @@ def test_shared_seeds_fine_tune_every_finalist_with_the_same_data_orders_and_a_r
     assert best["result"]["trial"] == closest.user_attrs["parent"]
     assert best["result"]["finetune_kl"] == round(closest.value, 5)
     assert best["result"]["settings"]["finetune_seeds"] == 2  # a reused final fine-tune reports today's choice
-    assert any(m.startswith("fine-tune 1 of 2") and "seed(s) [5, 6]" in m for m in messages), messages
+    assert any(m.startswith("fine-tune 1 of 2") and f"seed(s) [{base_seed}, {base_seed + 1}]" in m for m in messages), messages
     # trials.csv links every fine-tune to the scored trial it measured
     rows = pd.read_csv(outcome.study_dir / "trials.csv")
     finetune_rows = rows[rows["fidelity"] == "finetune"]
@@ -547,6 +548,17 @@ def test_shared_seeds_fine_tune_every_finalist_with_the_same_data_orders_and_a_r
     assert rows[rows["fidelity"] == "score"]["parent"].isna().all()
     # a rerun under the same rule fine-tunes nothing again
     run_search(shared, log=lambda _: None)
+    rerun = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials
+    assert sum(t.user_attrs["fidelity"] == "finetune" for t in rerun) == 4
+    # a shorter list competes on its own: the plans an earlier run fine-tuned beyond it are not chosen
+    top_one = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, finetune_seeds=2, **{**common, "finetune_top": 1})
+    run_search(top_one, log=lambda _: None)
+    scored = optuna.load_study(study_name="crn", storage=shared.resolved_storage).get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,))
+    best_scored = min(scored, key=lambda t: (t.value, t.user_attrs["packed_bytes"], t.number))
+    assert closest.user_attrs["parent"] != best_scored.number  # else this step would not tell the two rules apart
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    assert best["result"]["trial"] == best_scored.number
     rerun = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials
     assert sum(t.user_attrs["fidelity"] == "finetune" for t in rerun) == 4
 

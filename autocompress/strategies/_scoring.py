@@ -190,6 +190,8 @@ class CheapKL(TrialScoring):
     def _short_list(self) -> list[optuna.trial.FrozenTrial]:
         """The short fine-tunes of the ``finetune_top`` best distinct plans (run where missing), best first; the
         best by the search's own score, or with ``rescore_top`` by the score on fresh images (:meth:`_rescored`).
+        Only today's short list competes: a plan an earlier run of the study fine-tuned (with a larger
+        ``finetune_top``, say) is not chosen unless it is on today's list too.
         With ``finetune_projection`` the projection warm start is fine-tuned too, wherever it ranked, so a plan of
         the sampler's own is chosen only when it is also ahead of the warm start after that fine-tune."""
         context, settings = self.context, self.context.settings
@@ -213,8 +215,10 @@ class CheapKL(TrialScoring):
                         f"{settings.epochs_per_trial:g} epoch(s), seed(s) {self.short_finetune_seeds(scored.number)}")
             companion.enqueue_trial(dict(scored.params), user_attrs={"strategy": "finetune"})
             run_one_trial(companion, functools.partial(self._short_finetune, scored=scored))
+        listed = {scored.number for scored in candidates}
         finetuned = self._finetuned_under_seed_rule(
-            trial for trial in ranked_feasible_trials(companion) if TrialRecord.of(trial).fidelity == "finetune")
+            trial for trial in ranked_feasible_trials(companion)
+            if TrialRecord.of(trial).fidelity == "finetune" and TrialRecord.of(trial).parent in listed)
         context.log("after the short fine-tune (KL): " + ", ".join(
             f"trial {TrialRecord.of(trial).parent} {float(trial.value or 0.0):.4f}" for trial in finetuned))
         return finetuned
