@@ -206,8 +206,7 @@ class CheapKL(TrialScoring):
             return []
         companion, _ = open_study(settings, companion=True)
         complete = companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        done = {TrialRecord.of(trial).parent for trial in self._finetuned_under_seed_rule(
-            trial for trial in complete if TrialRecord.of(trial).fidelity == "finetune")}
+        done = {TrialRecord.of(trial).parent for trial in self._finetuned_under_seed_rule(complete)}
         for number, scored in enumerate(candidates, start=1):
             if scored.number in done:
                 continue
@@ -216,9 +215,8 @@ class CheapKL(TrialScoring):
             companion.enqueue_trial(dict(scored.params), user_attrs={"strategy": "finetune"})
             run_one_trial(companion, functools.partial(self._short_finetune, scored=scored))
         listed = {scored.number for scored in candidates}
-        finetuned = self._finetuned_under_seed_rule(
-            trial for trial in ranked_feasible_trials(companion)
-            if TrialRecord.of(trial).fidelity == "finetune" and TrialRecord.of(trial).parent in listed)
+        finetuned = [trial for trial in self._finetuned_under_seed_rule(ranked_feasible_trials(companion))
+                     if TrialRecord.of(trial).parent in listed]
         context.log("after the short fine-tune (KL): " + ", ".join(
             f"trial {TrialRecord.of(trial).parent} {float(trial.value or 0.0):.4f}" for trial in finetuned))
         return finetuned
@@ -232,12 +230,15 @@ class CheapKL(TrialScoring):
         return [settings.seed + offset for offset in range(settings.finetune_seeds)]
 
     def _finetuned_under_seed_rule(self, trials: Iterable[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-        """The short fine-tunes among ``trials`` that today's seed rule would have run (order kept), so that a
-        rerun with another ``finetune_seeds`` neither reuses nor compares fine-tunes made under the old rule.
+        """The short fine-tunes among ``trials`` (other fidelities dropped) that today's seed rule would have run
+        (order kept), so that a rerun with another ``finetune_seeds`` neither reuses nor compares fine-tunes made
+        under the old rule.
         A fine-tune that recorded no seeds (an earlier version's) had the data order of its own."""
         kept = []
         for trial in trials:
             record = TrialRecord.of(trial)
+            if record.fidelity != "finetune":
+                continue
             parent = record.parent or 0
             recorded = record.extra.get("finetune_seeds", [self.context.settings.seed + parent])
             if list(recorded) == self.short_finetune_seeds(parent):
