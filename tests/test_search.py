@@ -204,6 +204,9 @@ def test_sigint_mid_search_then_rerun_completes_the_study(
     interrupted = optuna.load_study(study_name="resume", storage=storage).trials
     kept = {(t.number, t.value) for t in interrupted if t.state == optuna.trial.TrialState.COMPLETE}
     assert set(finished_before) <= kept and len(kept) < 8
+    # wherever the stop landed (even between Optuna creating a trial and its objective), nothing is left
+    # running: the rerun would wait for such a trial as another worker's
+    assert not [t.number for t in interrupted if t.state == optuna.trial.TrialState.RUNNING]
     rerun = run_cli(*args, env=env, cwd=tmp_path)
     _, stderr = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, stderr

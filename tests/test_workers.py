@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 
 from autocompress.runner import run_search
 from autocompress.search import HeartbeatJournalStorage, best_feasible_trial, open_storage
-from autocompress.search._study import SurplusTrialError, claim_slot, fail_stale_trials
+from autocompress.search._interrupt import InterruptGuard
+from autocompress.search._study import SurplusTrialError, claim_slot, fail_stale_trials, optimize
 from tests._postgres import postgres_server, why_unavailable
 from tests._tiny_search import settings_for
 
@@ -165,22 +166,57 @@ def test_a_surplus_trial_stands_down() -> None:
         claim_slot(study.ask(), requested=2)
 
 
-def test_journal_heartbeats_fail_and_requeue_a_silent_trial(tmp_path: Path) -> None:
-    storage = open_storage(f"journal:{tmp_path / 'j' / 'study.log'}", heartbeat_seconds=1, max_retries=1)
-    assert isinstance(storage, HeartbeatJournalStorage)
-    study = optuna.create_study(storage=storage, study_name="beats")
+@pytest.mark.parametrize("kind", ["journal", "sqlite", "postgres"])
+def test_heartbeats_fail_and_requeue_a_trial_silent_since_it_started(kind: str, tmp_path: Path,
+                                                                     request: pytest.FixtureRequest) -> None:
+    """A trial that never sent a heartbeat (its worker died between Optuna creating it and starting the
+    heartbeat thread) turns stale like one that stopped sending them; Optuna's RDB storage alone kept it
+    running for ever, and every later worker waited for it."""
+    urls = {"journal": f"journal:{tmp_path / 'j' / 'study.log'}", "sqlite": f"sqlite:///{tmp_path / 'study.db'}"}
+    url = urls[kind] if kind in urls else request.getfixturevalue("postgres_url")
+    storage = open_storage(url, heartbeat_seconds=1, max_retries=1)
+    assert isinstance(storage, HeartbeatJournalStorage) == (kind == "journal")
+    study = optuna.create_study(storage=storage, study_name=f"beats-{tmp_path.name}")
     alive, silent = study.ask(), study.ask()
     alive.suggest_float("x", 0, 1)
     silent.suggest_float("x", 0, 1)
     for _ in range(8):  # 4 s: past the 3-heartbeat grace for the silent one
         storage.record_heartbeat(alive._trial_id)
         time.sleep(0.5)
+    young = study.ask()  # silent too, but started within the grace: not stale yet
     fail_stale_trials(study)
     states = {trial.number: trial.state for trial in study.trials}
     assert states[alive.number] == TrialState.RUNNING and states[silent.number] == TrialState.FAIL
+    assert states[young.number] == TrialState.RUNNING
     retry = study.trials[-1]
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == silent.number
     assert retry.params == {"x": study.trials[silent.number].params["x"]}
+
+
+class _StoppedBeforeTheObjective(optuna.samplers.RandomSampler):
+    """Ctrl-C in the sampler's turn: after Optuna created the trial, before its objective (and heartbeats) began."""
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_ctrl_c_before_the_objective_fails_the_trial_it_leaves_running(kind: str, tmp_path: Path) -> None:
+    url = f"journal:{tmp_path / 'study.log'}" if kind == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="stopped", sampler=_StoppedBeforeTheObjective())
+    other_worker = optuna.load_study(study_name="stopped", storage=open_storage(url)).ask()  # running elsewhere
+    study.enqueue_trial({"x": 0.5})  # a queued trial, popped to running by this process
+    calls: list[int] = []
+    for _ in range(2):  # the queued trial, then a new one
+        with pytest.raises(KeyboardInterrupt):
+            optimize(study, lambda trial: float(calls.append(trial.number) or 0.0), trials=5, timeout_seconds=None,
+                     interrupt=InterruptGuard(), on_trial_end=lambda *_: None)
+    trials = optuna.load_study(study_name="stopped", storage=open_storage(url)).trials
+    assert calls == []  # no objective ran: every trial was stopped in the sampler's turn
+    ours = [trial for trial in trials if trial.number != other_worker.number]
+    assert [trial.state for trial in ours] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(trial.user_attrs["fail_reason"] == "interrupted" for trial in ours)
+    assert trials[other_worker.number].state == TrialState.RUNNING  # another process's trial is left alone
 
 
 def test_bad_storage_and_worker_settings_give_one_clear_error(tiny_module: Path, tiny_checkpoint: Path,

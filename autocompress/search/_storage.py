@@ -14,7 +14,14 @@ a trial silent for ``STALE_AFTER_HEARTBEATS`` intervals belongs to a dead worker
 that looks marks it failed and enqueues a copy (``RetryHeartbeatStaleTrialCallback``), so a
 killed worker never leaves the study waiting for a trial that will not finish. RDB storages keep
 heartbeats in their own table (with the database's clock); Optuna's journal storage has none,
-so :class:`HeartbeatJournalStorage` keeps them as a trial system attribute.
+so :class:`HeartbeatJournalStorage` keeps them as a trial system attribute. A trial whose worker
+died before its first heartbeat (Ctrl-C or a kill between Optuna creating the trial and starting
+its heartbeat thread) counts its start as the first, in both kinds: Optuna's RDB storage would
+leave it running for ever, and every later worker would wait for it.
+
+Every storage opened here also remembers the trials this process set running
+(:class:`RemembersItsTrials`), so that a Ctrl-C can fail the one it leaves behind at once
+(:func:`fail_trials_left_running`) instead of a rerun waiting out its grace period.
 """
 
 from __future__ import annotations
@@ -22,13 +29,18 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
+import sqlalchemy.orm
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
@@ -103,7 +115,7 @@ def _storage_error(url: str, error: sqlalchemy.exc.DBAPIError) -> AutocompressEr
 
 def _rdb_once(url: str, **kwargs: Any) -> RDBStorage:
     try:
-        return RDBStorage(url, **kwargs)
+        return HeartbeatRDBStorage(url, **kwargs)
     except ImportError:  # Optuna's message for a missing driver names none
         hint = "pip install 'autocompress[postgres]'" if url.startswith("postgres") else "install the SQLAlchemy driver for it"
         raise AutocompressError(f"storage {redact(url)} needs a database driver that is not installed: {hint}") from None
@@ -154,7 +166,77 @@ def redact(url: str) -> str:
         return url
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+class RemembersItsTrials(BaseStorage):
+    """A storage that remembers which trials this process set running (created, or popped from the
+    queue), so that on Ctrl-C the process can fail those it leaves running (:func:`fail_trials_left_running`).
+
+    Optuna marks a trial failed when Ctrl-C stops its objective, but not when the stop lands between
+    creating the trial and calling the objective (the sampler's turn, the heartbeat thread's start)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started_here: set[int] = set()
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)  # type: ignore[safe-super]  # a mixin: a concrete storage follows it
+        if template_trial is None or template_trial.state == TrialState.RUNNING:
+            self.started_here.add(trial_id)
+        return trial_id
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)  # type: ignore[safe-super]
+        if changed and state == TrialState.RUNNING:
+            self.started_here.add(trial_id)
+        return changed
+
+
+def fail_trials_left_running(study: optuna.Study) -> list[int]:
+    """Mark failed (reason "interrupted") every trial this process set running that is still running;
+    returns their numbers. Call it only once this process has stopped running trials of ``study``."""
+    storage = study._storage
+    own = storage._backend if isinstance(storage, _CachedStorage) else storage
+    if not isinstance(own, RemembersItsTrials):
+        return []
+    left: list[int] = []
+    for trial_id in sorted(own.started_here):
+        trial = storage.get_trial(trial_id)
+        if trial.state == TrialState.RUNNING:
+            storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            left.append(trial.number)
+    return left
+
+
+class HeartbeatRDBStorage(RemembersItsTrials, RDBStorage):
+    """Optuna's RDB storage, where a running trial that never sent a heartbeat turns stale too.
+
+    Optuna skips such a trial, so one whose worker died between creating it and its first heartbeat
+    stayed running for ever. Here its start time counts as its first heartbeat. Start times are
+    written with the worker's clock, so this one compares them with the reading worker's clock
+    (the machines' clocks need to agree to well within the grace period)."""
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        """Optuna's cached storage creates trials here, not through ``create_new_trial``."""
+        trial = super()._create_new_trial(study_id, template_trial)
+        if trial.state == TrialState.RUNNING:
+            self.started_here.add(trial._trial_id)
+        return trial
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+        oldest_live_start = datetime.now() - grace
+        with _create_scoped_session(self.scoped_session) as session:
+            running = (session.query(rdb_models.TrialModel)
+                       .options(sqlalchemy.orm.selectinload(rdb_models.TrialModel.heartbeats))
+                       .filter(rdb_models.TrialModel.state == TrialState.RUNNING)
+                       .filter(rdb_models.TrialModel.study_id == study_id).all())
+            silent = [trial.trial_id for trial in running if not trial.heartbeats and trial.datetime_start is not None
+                      and trial.datetime_start < oldest_live_start]
+        return stale + [trial_id for trial_id in silent if trial_id not in stale]
+
+
+class HeartbeatJournalStorage(RemembersItsTrials, JournalStorage, BaseHeartbeat):
     """Optuna's journal file storage with heartbeats (which Optuna gives only to RDB storages).
 
     A running trial's heartbeat is its ``HEARTBEAT_ATTR`` system attribute, the writer's unix

@@ -25,7 +25,7 @@ from autocompress.search._interrupt import InterruptGuard
 from autocompress.search._records import StudyFacts, TrialRecord, constraint_of
 from autocompress.search._samplers import make_pruner, make_sampler
 from autocompress.search._settings import SearchSettings
-from autocompress.search._storage import open_storage, redact
+from autocompress.search._storage import fail_trials_left_running, open_storage, redact
 
 METRIC_NAMES = ["val_accuracy"]  # the metric of studies scored by validation accuracy (the default objective)
 FINETUNE_SUFFIX = ".finetune"  # the companion study of a kl-scored search: its short and final fine-tunes
@@ -198,8 +198,9 @@ def optimize(study: optuna.Study, objective: Objective, *, trials: int, timeout_
             started_here += 1
             with warnings.catch_warnings():  # every point of the coefficient space fits: CMA-ES need not read constraints
                 warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler")
-                study.optimize(interruptible(objective), n_trials=1, catch=(TrainingDivergedError, SurplusTrialError),
-                               callbacks=[callback], gc_after_trial=True)
+                with failed_if_left_running(study):
+                    study.optimize(interruptible(objective), n_trials=1, catch=(TrainingDivergedError, SurplusTrialError),
+                                   callbacks=[callback], gc_after_trial=True)
     finally:
         bar.close()
 
@@ -216,8 +217,22 @@ def run_one_trial(study: optuna.Study, work: Callable[[optuna.Trial], tuple[floa
         result.append((trial.number, payload))
         return value
 
-    study.optimize(objective, n_trials=1, catch=(TrainingDivergedError,), gc_after_trial=True)
+    with failed_if_left_running(study):
+        study.optimize(objective, n_trials=1, catch=(TrainingDivergedError,), gc_after_trial=True)
     return result[0] if result else None
+
+
+@contextlib.contextmanager
+def failed_if_left_running(study: optuna.Study) -> Iterator[None]:
+    """Around ``study.optimize``: on Ctrl-C, fail the trials this process leaves running.
+
+    Optuna fails a trial whose objective Ctrl-C stopped, but one stopped after Optuna created it and
+    before the objective began stays running; a rerun would wait for it as another worker's."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        fail_trials_left_running(study)
+        raise
 
 
 @contextlib.contextmanager

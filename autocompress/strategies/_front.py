@@ -30,7 +30,7 @@ from autocompress.search import (
     run_one_trial,
     worker_name,
 )
-from autocompress.search._study import interruptible
+from autocompress.search._study import failed_if_left_running, interruptible
 from autocompress.strategies._proposals import CoefficientProposer
 from autocompress.units import format_size
 
@@ -67,7 +67,8 @@ def run_front(context: SearchContext, proposer: CoefficientProposer, scorer: Pla
             context.interrupt.check()
             return score.kl, float(record.packed_bytes or 0)
 
-        study.optimize(interruptible(objective), n_trials=remaining, gc_after_trial=True)
+        with failed_if_left_running(study):
+            study.optimize(interruptible(objective), n_trials=remaining, gc_after_trial=True)
     finetune_front_points(context, study, scorer)
     return study
 
