@@ -566,6 +566,35 @@ def test_shared_seeds_fine_tune_every_finalist_with_the_same_data_orders_and_a_r
     assert sum(t.user_attrs["fidelity"] == "finetune" for t in rerun) == 4
 
 
+def test_a_distilled_short_fine_tune_learns_from_the_baseline_and_a_rerun_keys_on_it(
+    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    """With finetune_distill the short fine-tune is distilled from the baseline, as a distilled final fine-tune
+    is; a rerun under the other rule fine-tunes again rather than reuse or compare the other rule's fine-tunes."""
+    common = dict(target_size="3KB", space="coefficients", trial_score="kl", sampler="cmaes", trials=6, finetune_top=2,
+                  study_name="taught", score_images=256, score_bn_images=128, final_epochs=0.2, distill=True)
+    run_search(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, **common), log=lambda _: None)
+    distilled = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, finetune_distill=True, **common)
+    outcome = run_search(distilled, log=lambda _: None)
+    companion = optuna.load_study(study_name="taught.finetune", storage=distilled.resolved_storage).trials
+    finetunes = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
+    plain, taught = finetunes[:2], finetunes[2:]
+    assert [t.user_attrs["finetune_distilled"] for t in finetunes] == [False, False, True, True]
+    assert [t.user_attrs["parent"] for t in taught] == [t.user_attrs["parent"] for t in plain]
+    assert [t.user_attrs["finetune_seeds"] for t in taught] == [t.user_attrs["finetune_seeds"] for t in plain]
+    # the same plans and data orders, trained towards the baseline's outputs: they end closer to it
+    for before, after in zip(plain, taught):
+        assert after.value < before.value, (before.value, after.value)
+    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
+    closest = min(taught, key=lambda t: t.value)
+    assert best["result"]["trial"] == closest.user_attrs["parent"]
+    assert best["result"]["finetune_kl"] == round(closest.value, 5)
+    assert best["result"]["settings"]["finetune_distill"] is True
+    run_search(distilled, log=lambda _: None)  # a rerun under the same rule fine-tunes nothing again
+    rerun = optuna.load_study(study_name="taught.finetune", storage=distilled.resolved_storage).trials
+    assert sum(t.user_attrs["fidelity"] == "finetune" for t in rerun) == 4
+
+
 def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -710,7 +739,7 @@ def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_
     best_yaml = first.study_dir / "best.yaml"
     document = yaml.safe_load(best_yaml.read_text())
     for added_later in ("race_top", "race_epochs", "finetune_top", "rescore_top", "rescore_images", "score_temperature",
-                        "finetune_projection", "finetune_seeds"):
+                        "finetune_projection", "finetune_seeds", "finetune_distill"):
         del document["result"]["settings"][added_later]
     best_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
     messages.clear()

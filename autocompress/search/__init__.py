@@ -57,6 +57,7 @@ from autocompress.search._study import (
     run_one_trial,
 )
 from autocompress.search._trials import (
+    baseline_distillation,
     final_distillation,
     finetune_plan,
     finetune_state_path,
@@ -100,6 +101,7 @@ __all__ = [
     "TrialRecord",
     "baseline_accuracy",
     "baseline_cache",
+    "baseline_distillation",
     "best_feasible_trial",
     "best_uniform_plan",
     "check_target",

@@ -93,7 +93,7 @@ TRIAL_SEARCH_SETTINGS = ("sampler", "pruner", "sampler_startup_trials", "trials"
                          "coefficient_groups", "coefficient_range", "trial_score", "score_images", "score_bn_images",
                          "score_steps", "score_temperature", "front", "front_trials", "front_finetunes", "rescore_top",
                          "rescore_images", "finetune_top", "finetune_projection", "finetune_seeds",
-                         "race_top", "race_epochs")
+                         "finetune_distill", "race_top", "race_epochs")
 """Settings read only by the trial-based search (its sampler, space, score and fidelity levels): a one-plan
 mode's result does not depend on them, so changing one does not train that plan again."""
 

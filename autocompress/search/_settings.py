@@ -174,6 +174,11 @@ class SearchSettings:
                                          "seed+1, ...) and ranked by its mean KL, so the comparison is not decided by "
                                          "which plan drew the luckier data order (common random numbers)",
                                  read=integer(minimum=0), flag="--finetune-seeds")
+    finetune_distill: bool = option(False, help="kl score: the short fine-tune learns from the baseline's soft outputs "
+                                                "as well as the labels (--distill-temperature, --distill-weight), as a "
+                                                "distilled final fine-tune does, so that it ranks plans by what the final "
+                                                "one will make of them",
+                                    read=switch(), flag="--finetune-distill", const=True)
     race_top: int = option(1, help="kl score: how many of the short-fine-tuned plans start the final fine-tune; after "
                                    "--race-epochs the one closest to the baseline on the validation split (KL) carries "
                                    "on and the others stop (1: no race, the best after the short fine-tune goes on)",
@@ -272,6 +277,8 @@ def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str
          else "finetune_projection (the projection in the short fine-tune) is a level of the kl score: it needs trial_score kl"),
         (("finetune_seeds", "trial_score"), None if settings.finetune_seeds == 0 or settings.trial_score == "kl" else
          "finetune_seeds (shared seeds for the short fine-tune) is a level of the kl score: it needs trial_score kl"),
+        (("finetune_distill", "trial_score"), None if not settings.finetune_distill or settings.trial_score == "kl" else
+         "finetune_distill (a distilled short fine-tune) is a level of the kl score: it needs trial_score kl"),
         (("race_top", "trial_score", "finetune_top"),
          None if settings.race_top == 1 or (settings.trial_score == "kl" and settings.race_top <= settings.finetune_top) else
          f"race_top ({settings.race_top}) races plans of the kl score's short list: it needs trial_score kl and at most "

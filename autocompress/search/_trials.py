@@ -56,9 +56,12 @@ def measure_within_budget(model: nn.Module, plan: Plan, context: SearchContext, 
 
 def final_distillation(context: SearchContext) -> Distillation | None:
     """The final fine-tune's distillation from the baseline (None unless ``distill`` is set)."""
+    return baseline_distillation(context) if context.settings.distill else None
+
+
+def baseline_distillation(context: SearchContext) -> Distillation:
+    """Distillation from the baseline at the settings' temperature and weight."""
     settings = context.settings
-    if not settings.distill:
-        return None
     return Distillation(context.baseline, temperature=settings.distill_temperature, weight=settings.distill_weight)
 
 

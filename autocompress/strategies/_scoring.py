@@ -35,6 +35,7 @@ from autocompress.search import (
     ScoreSettings,
     SearchContext,
     TrialRecord,
+    baseline_distillation,
     best_feasible_trial,
     claim_slot,
     final_distillation,
@@ -206,7 +207,7 @@ class CheapKL(TrialScoring):
             return []
         companion, _ = open_study(settings, companion=True)
         complete = companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        done = {TrialRecord.of(trial).parent for trial in self._finetuned_under_seed_rule(complete)}
+        done = {TrialRecord.of(trial).parent for trial in self._finetuned_under_todays_rule(complete)}
         for number, scored in enumerate(candidates, start=1):
             if scored.number in done:
                 continue
@@ -215,7 +216,7 @@ class CheapKL(TrialScoring):
             companion.enqueue_trial(dict(scored.params), user_attrs={"strategy": "finetune"})
             run_one_trial(companion, functools.partial(self._short_finetune, scored=scored))
         listed = {scored.number for scored in candidates}
-        finetuned = [trial for trial in self._finetuned_under_seed_rule(ranked_feasible_trials(companion))
+        finetuned = [trial for trial in self._finetuned_under_todays_rule(ranked_feasible_trials(companion))
                      if TrialRecord.of(trial).parent in listed]
         context.log("after the short fine-tune (KL): " + ", ".join(
             f"trial {TrialRecord.of(trial).parent} {float(trial.value or 0.0):.4f}" for trial in finetuned))
@@ -229,19 +230,22 @@ class CheapKL(TrialScoring):
             return [settings.seed + parent]
         return [settings.seed + offset for offset in range(settings.finetune_seeds)]
 
-    def _finetuned_under_seed_rule(self, trials: Iterable[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-        """The short fine-tunes among ``trials`` (other fidelities dropped) that today's seed rule would have run
-        (order kept), so that a rerun with another ``finetune_seeds`` neither reuses nor compares fine-tunes made
-        under the old rule.
-        A fine-tune that recorded no seeds (an earlier version's) had the data order of its own."""
+    def _finetuned_under_todays_rule(self, trials: Iterable[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+        """The short fine-tunes among ``trials`` (other fidelities dropped) that today's rule would have run
+        (order kept): the same seeds and, distilled or not, the same loss. A rerun with another ``finetune_seeds``
+        or ``finetune_distill`` neither reuses nor compares fine-tunes made under the old rule.
+        A fine-tune that recorded no seeds (an earlier version's) had the data order of its own, and one that
+        recorded no distillation was not distilled."""
         kept = []
+        distilled = self.context.settings.finetune_distill
         for trial in trials:
             record = TrialRecord.of(trial)
             if record.fidelity != "finetune":
                 continue
             parent = record.parent or 0
             recorded = record.extra.get("finetune_seeds", [self.context.settings.seed + parent])
-            if list(recorded) == self.short_finetune_seeds(parent):
+            if (list(recorded) == self.short_finetune_seeds(parent)
+                    and bool(record.extra.get("finetune_distilled", False)) == distilled):
                 kept.append(trial)
         return kept
 
@@ -354,13 +358,15 @@ class CheapKL(TrialScoring):
         plan = TrialRecord.of(scored).plan_for(context.model_spec)
         seeds = self.short_finetune_seeds(scored.number)
         TrialRecord(strategy="finetune", worker=worker_name(), target_bytes=context.target_bytes, parent=scored.number,
-                    fidelity="finetune", extra={"finetune_seeds": seeds}).write(trial)
+                    fidelity="finetune", extra={"finetune_seeds": seeds, "finetune_distilled": settings.finetune_distill}
+                    ).write(trial)
+        teacher = baseline_distillation(context) if settings.finetune_distill else None
         kls, agreements, val_accuracies = [], [], []
         for seed in seeds:
             model = copy.deepcopy(context.baseline)
             finetune_under_plan_(model, plan, context.splits.train, device=context.device, epochs=settings.epochs_per_trial,
                                  lr=settings.lr, batch_size=settings.batch_size, seed=seed, progress=False,
-                                 on_step=context.interrupt.check, precision=settings.precision)
+                                 on_step=context.interrupt.check, precision=settings.precision, distillation=teacher)
             compressed = measure_within_budget(model, plan, context)
             score = self.scorer.score_model(compressed.model)
             kls.append(score.kl)
