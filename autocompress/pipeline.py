@@ -60,8 +60,9 @@ def finetune_under_plan_(
     checkpoint_path: Path | None = None,
     stop_after_epochs: int | None = None,
     precision: str = "auto",
+    recalibrate: bool = True,
 ) -> TrainResult | None:
-    """In-parallel pruning-quantization fine-tuning, then BN recalibration, in place.
+    """In-parallel pruning-quantization fine-tuning, then BN recalibration (unless ``recalibrate`` is False), in place.
 
     The model leaves with its full-precision weights (fake quantization
     detached): hardening them under ``plan`` gives the compressed model.
@@ -94,7 +95,8 @@ def finetune_under_plan_(
                 stop_after_epochs=stop_after_epochs,
                 precision=precision,
             )
-        recalibrate_bn(model, train_set, device=device, seed=seed)
+        if recalibrate:
+            recalibrate_bn(model, train_set, device=device, seed=seed)
     finally:
         detach_fake_quant_(model)
     return result

@@ -28,12 +28,11 @@ import optuna
 import yaml
 
 from autocompress.data import prepare_splits
-from autocompress.engine import evaluate, resolve_device
+from autocompress.engine import evaluate, resolve_device, seconds_per_step
 from autocompress.models import build_model
 from autocompress.pack import read_packed
 from autocompress.runner import run_search
 from autocompress.search import best_feasible_trial, load_settings
-from autocompress.search._context import seconds_per_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +68,7 @@ def final_seconds(settings: object) -> float:
     """Estimated wall time of the BO's final fine-tune (timed steps x steps), to leave room for it."""
     splits = prepare_splits(settings.dataset, settings.data_dir, val_size=settings.val_size, split_seed=settings.split_seed)
     model = build_model(settings.model, num_classes=splits.num_classes)
-    per_step = seconds_per_step(model, splits, resolve_device(settings.device), settings.batch_size)
+    per_step = seconds_per_step(model, splits.train, resolve_device(settings.device), settings.batch_size)
     return per_step * 1.1 * settings.final_epochs * (len(splits.train) // settings.batch_size)  # 1.1: fake-quant steps
 
 

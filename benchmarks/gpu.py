@@ -2,9 +2,10 @@
 
 1. Trains the ResNet-18 baseline (bf16 autocast, channels-last, the data set on the GPU: the engine's
    CUDA path) for ``--epochs`` epochs and prints the seconds per epoch and its test accuracy.
-2. Runs the search at ``--target`` with the coefficient space and the cheap KL score (``--trials``
-   trials), the best few plans fine-tuned for ``--epochs-per-trial`` epochs, the best of those for
-   ``--final-epochs``; prints the seconds per trial (median of the scored trials), per short fine-tune,
+2. Runs the search at ``--target`` with the default recipe of ``studies/resnet18-1MB.yaml`` (the cheap KL
+   score in the coefficient space, ``--trials`` CMA-ES trials, the best plan fine-tuned for ``--epochs-per-trial``
+   epochs, the front, then a distilled final fine-tune of ``--final-epochs``, or sized to ``--search-time``);
+   prints the seconds per trial (median of the scored trials), per short fine-tune,
    and the result: ``best.acz``'s bytes (read from the file) and its test accuracy.
 
 3. Reads ``best.acz`` back (``read_packed``, as ``autocompress evaluate --packed`` does) and checks that
@@ -79,6 +80,8 @@ def main() -> int:
     parser.add_argument("--epochs-per-trial", type=float, default=1.0)
     parser.add_argument("--final-epochs", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--search-time", type=float, default=None,
+                        help="seconds for the whole search (--time): the final fine-tune is sized to fill them")
     parser.add_argument("--quick", action="store_true", help="a CPU rehearsal: 2,000 images, tiny epochs, 4 trials")
     parser.add_argument("--fit-seconds", type=float, default=None,
                         help="shrink the epochs (never the trials) so the run's estimate fits this many seconds")
@@ -114,12 +117,11 @@ def main() -> int:
     summary.update(epoch_seconds=round(epoch_seconds, 2), baseline_test=baseline_test, final_loss=result.final_loss)
     print(f"baseline: {args.epochs:g} epochs, {epoch_seconds:.2f} s per epoch, test top-1 {baseline_test:.2%}", flush=True)
 
-    settings = load_settings(None, {
-        "model": "resnet18", "checkpoint": str(checkpoint), "data_dir": str(args.data_dir), "target_size": args.target,
-        "space": "coefficients", "trial_score": "kl", "sampler": "cmaes", "trials": args.trials,
-        "epochs_per_trial": args.epochs_per_trial, "final_epochs": args.final_epochs, "finetune_top": 3,
-        "batch_size": args.batch_size, "sparsity_max": 0.98, "bits_max": 6, "device": args.device,
-        "output_root": str(work / "studies"), "study_name": "resnet18-1MB",
+    settings = load_settings(REPO / "studies" / "resnet18-1MB.yaml", {  # the preset: the default recipe
+        "checkpoint": str(checkpoint), "data_dir": str(args.data_dir), "target_size": args.target, "trials": args.trials,
+        "epochs_per_trial": args.epochs_per_trial, "final_epochs": args.final_epochs, "batch_size": args.batch_size,
+        "device": args.device, "output_root": str(work / "studies"), "study_name": "resnet18-1MB",
+        **({"time_budget_seconds": args.search_time} if args.search_time else {}),
     })
     started = time.perf_counter()
     outcome = run_search(settings, log=lambda message: print(f"  {message}", flush=True))

@@ -8,13 +8,6 @@
 #   pip download --no-deps ... -d .whl optuna alembic SQLAlchemy Mako colorlog cmaes plotly   (device README)
 #   (cd /tmp/p && unzip -q plotly-*.whl && tar cJf .whl/plotly-7.1.0.tar.xz .), and the plotly wheel removed
 # Usage on the device machine:  bash benchmarks/gpu_device.sh rehearse | run [gpu.py options]
-#
-# The bar's A/B on the GPU (gpu_ab.py), in two calls the same way:
-#   call 1 (carry .whl .gpu/a .gpu/weights): install, keep the first half of the data and the two
-#          pretrained checkpoints, and measure steps per second at several numbers of processes (gpu_probe.py);
-#   call 2 (carry .gpu/b): rebuild the data and run the A/B arms side by side until the deadline.
-#   .gpu/weights: cp ../shared/weights/akamaster/resnet{20,56}-*.th .gpu/weights/
-# Usage:  bash benchmarks/gpu_device.sh ab-probe | ab [gpu_ab.py options]
 set -euo pipefail
 stage=${1:?rehearse or run}; shift
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
@@ -39,22 +32,5 @@ case $stage in
     python3 benchmarks/cifar_carry.py unpack --parts /tmp/carry/a .gpu/b --out /tmp/data
     python3 benchmarks/gpu.py --data-dir /tmp/data --out "$out" --work /tmp/work --timings /tmp/rehearsal/gpu-summary.json "$@" 2>&1 | tee "$out/gpu.log"
     ;;
-  ab-probe)
-    install_wheels
-    mkdir -p /tmp/carry && cp -r .gpu/a .gpu/weights /tmp/carry/
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python3 benchmarks/gpu_probe.py --device cuda --models resnet20,resnet56 --out /tmp/probe.json "$@" 2>&1 | tee "$out/probe.log"
-    cp /tmp/probe.json "$out/probe.json"
-    ;;
-  ab)
-    test -f /tmp/probe.json && test -d /tmp/carry/weights || { echo "error: run the ab-probe stage first, on the same machine"; exit 2; }
-    python3 benchmarks/cifar_carry.py unpack --parts /tmp/carry/a .gpu/b --out /tmp/data
-    set +e
-    python3 benchmarks/gpu_ab.py --probe /tmp/probe.json --weights-dir /tmp/carry/weights --data-dir /tmp/data \
-      --output-root /tmp/gpu_ab --json "$out/gpu_ab.json" "$@" 2>&1 | tee "$out/gpu_ab.log"
-    status=${PIPESTATUS[0]}
-    (cd /tmp/gpu_ab && tar czf "$out/gpu_ab-arms.tar.gz" logs */best.yaml */trials.csv 2>/dev/null)
-    exit "$status"
-    ;;
-  *) echo "error: unknown stage $stage (rehearse, run, ab-probe or ab)"; exit 2 ;;
+  *) echo "error: unknown stage $stage (rehearse or run)"; exit 2 ;;
 esac

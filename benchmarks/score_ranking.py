@@ -32,7 +32,7 @@ from autocompress.engine import resolve_device
 from autocompress.models import build_model, load_checkpoint
 from autocompress.pipeline import harden_and_measure
 from autocompress.plan import Plan
-from autocompress.search._score import PlanScorer, ScoreSettings
+from autocompress.search import PlanScorer, ScoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
@@ -40,10 +40,6 @@ VARIANTS = {  # name -> settings of the cheap score
     "kl 1024/512": ScoreSettings(images=1024, bn_images=512),
     "kl 2048/1024": ScoreSettings(images=2048, bn_images=1024),
     "kl 4096/2048": ScoreSettings(images=4096, bn_images=2048),
-    "kl 2048/1024 + 20 steps": ScoreSettings(images=2048, bn_images=1024, steps=20),
-    "kl 2048/1024 + 50 steps": ScoreSettings(images=2048, bn_images=1024, steps=50),
-    "kl T=2 1024/512": ScoreSettings(images=1024, bn_images=512, temperature=2.0),
-    "kl T=4 1024/512": ScoreSettings(images=1024, bn_images=512, temperature=4.0),
 }
 
 

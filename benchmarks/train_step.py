@@ -39,8 +39,7 @@ from _common import machine_line, verdict
 from torch import nn
 
 from autocompress.compress import attach_fake_quant_, compressible_layers
-from autocompress.engine import resolve_device
-from autocompress.engine._device import autocast_for, prepare_model
+from autocompress.engine import autocast_for, prepare_model, resolve_device
 from autocompress.models import build_model
 from autocompress.plan import Plan
 

@@ -267,7 +267,7 @@ def test_sigint_during_an_admm_sweep_keeps_finished_targets_and_a_rerun_complete
 
     env = {**os.environ, "PYTHONPATH": str(tiny_module), "OMP_NUM_THREADS": "1"}
     args = ["search", "--mode", "admm", "--targets", "4KB,3KB", "--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint),
-            "--data-dir", str(synthetic_data_dir), "--val-size", "200", "--admm-epochs", "0.2", "--final-epochs", "8",
+            "--data-dir", str(synthetic_data_dir), "--set", "val_size=200", "--admm-epochs", "0.2", "--final-epochs", "8",
             "--batch-size", "64", "--study-name", "isweep", "--device", "cpu"]
     storage = f"sqlite:///{tmp_path / 'studies' / 'isweep' / 'study.db'}"
     process = run_cli(*args, env=env, cwd=tmp_path)

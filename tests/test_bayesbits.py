@@ -256,7 +256,7 @@ def test_sigint_during_gate_training_fails_the_trial_and_a_rerun_completes(
 
     env = {**os.environ, "PYTHONPATH": str(tiny_module), "OMP_NUM_THREADS": "1"}
     args = ["search", "--mode", "bayesbits", "--target-size", "3KB", "--model", "tinynet:tiny", "--checkpoint",
-            str(tiny_checkpoint), "--data-dir", str(synthetic_data_dir), "--val-size", "200", "--final-epochs", "0.2",
+            str(tiny_checkpoint), "--data-dir", str(synthetic_data_dir), "--set", "val_size=200", "--final-epochs", "0.2",
             "--batch-size", "64", "--study-name", "bbint", "--device", "cpu", "--max-bits", "6"]
     storage = f"sqlite:///{tmp_path / 'studies' / 'bbint' / 'study.db'}"
     process = run_cli(*args, "--gate-epochs", "50", env=env, cwd=tmp_path)

@@ -110,4 +110,4 @@ def test_every_command_has_a_working_help_that_shows_the_defaults() -> None:
         assert result.stdout.startswith("usage: autocompress"), name
     search = subprocess.run([str(command), "search", "--help"], capture_output=True, text=True, timeout=120).stdout
     assert "(default: 0.95)" in search.replace("\n", " ").replace("  ", " ")  # --max-sparsity shows its real default
-    assert "15 % more time" in " ".join(search.split())  # a % in a help text once broke argparse
+    assert "25 % of it" in " ".join(search.split())  # a % in a help text once broke argparse

@@ -99,7 +99,7 @@ def test_quantize_then_prune_keeps_its_zeros_and_counts_code_changes(make_tiny_c
 
 
 def test_compare_runs_every_strategy_into_one_storage(tmp_path: Path, synthetic_data_dir: Path, tiny_checkpoint: Path) -> None:
-    search = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", projections_per_epoch=10)
+    search = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", projections_per_epoch=10, any_mode=True)
     settings = CompareSettings(search, epochs=0.2, trials=2, name="cmp")
     messages: list[str] = []
     frame = compare(settings, command="autocompress compare (test)", measure=QUICK, log=messages.append)
@@ -139,7 +139,7 @@ def test_compare_runs_every_strategy_into_one_storage(tmp_path: Path, synthetic_
 
 def test_compare_without_checkpoint_starts_from_the_cached_baseline(synthetic_data_dir: Path, tiny_checkpoint: Path) -> None:
     root = tiny_checkpoint.parents[1]  # where the search cached the baseline it trained
-    search = settings_for(root, synthetic_data_dir, None, target_size="3KB")
+    search = settings_for(root, synthetic_data_dir, None, target_size="3KB", any_mode=True)
     settings = CompareSettings(search, epochs=0.1, strategies=("uniform",), name="cmp-no-checkpoint")
     messages: list[str] = []
     frame = compare(settings, command="c", measure=QUICK, log=messages.append)
@@ -175,7 +175,7 @@ def test_compare_cli_refuses_bad_input_before_training(tmp_path: Path, synthetic
 
 
 def test_compare_settings_split_the_budget_the_same_way(tmp_path: Path) -> None:
-    search = settings_for(tmp_path, tmp_path, None, target_size="5KB")
+    search = settings_for(tmp_path, tmp_path, None, target_size="5KB", any_mode=True)
     settings = CompareSettings(search, epochs=2.0, trials=4)
     bo, admm, uniform = (settings.for_strategy(name) for name in ("bo", "admm", "uniform"))
     assert bo.trials * bo.epochs_per_trial + bo.final_epochs == pytest.approx(2.0)
@@ -188,7 +188,7 @@ def test_compare_settings_split_the_budget_the_same_way(tmp_path: Path) -> None:
 
 
 def test_a_kl_scored_bo_arm_fine_tunes_as_many_candidates_with_the_same_epochs(tmp_path: Path) -> None:
-    search = settings_for(tmp_path, tmp_path, None, target_size="5KB", space="coefficients", trial_score="kl", trials=40)
+    search = settings_for(tmp_path, tmp_path, None, target_size="5KB", space="coefficients", trial_score="kl", trials=40, any_mode=True)
     bo = CompareSettings(search, epochs=2.0, trials=4).for_strategy("bo")
     assert bo.trials == 40  # scored trials train nothing: the preset's count stays
     assert bo.finetune_top == 4 and bo.finetune_top * bo.epochs_per_trial + bo.final_epochs == pytest.approx(2.0)

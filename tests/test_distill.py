@@ -86,8 +86,8 @@ def test_search_with_distill_records_it_and_fine_tunes(tiny_checkpoint: Path, sy
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--distill", "--distill-temperature", "0"], "--distill-temperature 0: must be a number > 0, got 0"),
-    (["--distill-weight", "1.5"], "--distill-weight 1.5: must be a number >= 0 and <= 1, got 1.5"),
+    (["--set", "distill_temperature=0"], "--set distill_temperature=0: must be a number > 0, got 0"),
+    (["--set", "distill_weight=1.5"], "--set distill_weight=1.5: must be a number >= 0 and <= 1, got 1.5"),
 ])
 def test_cli_distill_flags_reach_the_settings_and_bad_values_are_refused_before_any_work(
     flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

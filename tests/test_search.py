@@ -14,7 +14,6 @@ import weakref
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import pytest
 import torch
 import yaml
@@ -185,8 +184,9 @@ def test_sigint_mid_search_then_rerun_completes_the_study(
     env = {**os.environ, "PYTHONPATH": str(tiny_module), "OMP_NUM_THREADS": "1"}
     args = ["search", "--target-size", "6KB", "--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint),
             "--data-dir", str(synthetic_data_dir),
-            "--val-size", "200", "--trials", "8", "--epochs-per-trial", "4", "--final-epochs", "0.1",
-            "--batch-size", "64", "--study-name", "resume", "--device", "cpu", "--sampler", "random"]
+            "--set", "val_size=200", "--trials", "8", "--epochs-per-trial", "4", "--final-epochs", "0.1",
+            "--batch-size", "64", "--study-name", "resume", "--device", "cpu", "--sampler", "random",
+            "--trial-score", "val_accuracy", "--space", "absolute", "--front", "off"]
     database = tmp_path / "studies" / "resume" / "study.db"
     storage = f"sqlite:///{database}"
     process = run_cli(*args, env=env, cwd=tmp_path)
@@ -236,7 +236,7 @@ def test_cli_refuses_bad_sizes_and_report_regenerates_from_storage(
     _, stderr = bad.communicate(timeout=120)
     assert bad.returncode == 2 and stderr.startswith("error: --target-size 1XB: ") and "Traceback" not in stderr
     assert "cannot read '1XB' as a size" in stderr
-    bad_timeout = run_cli("search", "--target-size", "50KB", "--timeout", "2x", env=env, cwd=tmp_path)
+    bad_timeout = run_cli("search", "--target-size", "50KB", "--time", "2x", env=env, cwd=tmp_path)
     _, stderr = bad_timeout.communicate(timeout=120)
     assert bad_timeout.returncode == 2 and "cannot read '2x' as a duration" in stderr and "Traceback" not in stderr
     tiny = run_cli("search", "--target-size", "200B", "--model", "tinynet:tiny", "--checkpoint", str(tiny_checkpoint),
@@ -311,14 +311,19 @@ def test_unknown_choices_in_settings_are_refused_with_the_allowed_ones(field: st
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-PRESETS = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = sorted([*(REPO / "studies").glob("*.yaml"), *(REPO / "benchmarks" / "presets").glob("*.yaml")])
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[path.name for path in PRESETS])
 def test_every_shipped_preset_loads_into_valid_settings(preset: Path, tmp_path: Path) -> None:
     """The presets README and the benchmarks name are checked settings, not just YAML: a renamed or retired
     setting, or a value the rules refuse, fails here rather than in a user's first command."""
-    settings = load_settings(preset, {"output_root": str(tmp_path)})
+    checkpoint = yaml.safe_load(preset.read_text()).get("checkpoint")
+    if checkpoint is not None and not (REPO / checkpoint).is_file():
+        pytest.skip(f"{preset.name} names the pretrained weights {checkpoint}, absent here (they come with ../shared)")
+    settings = load_settings(preset, {"output_root": str(tmp_path), "checkpoint": None if checkpoint is None
+                                      else str(REPO / checkpoint)})
     assert settings.target_bytes > 0 and settings.model
     assert not any(tmp_path.iterdir())  # loading writes nothing
 
@@ -378,11 +383,10 @@ def test_layers_are_grouped_by_their_role_in_a_stage() -> None:
     from autocompress.search import layer_groups
 
     layers = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.shortcut.0", "linear"]
-    assert layer_groups(layers, "role") == {
+    assert layer_groups(layers) == {
         "conv1": ("conv1",), "layer1.conv1": ("layer1.0.conv1", "layer1.1.conv1"), "layer1.conv2": ("layer1.0.conv2",),
         "layer2.conv1": ("layer2.0.conv1",), "layer2.shortcut": ("layer2.0.shortcut.0",), "linear": ("linear",)}
-    assert layer_groups(["0", "3", "8"], "role") == {"0": ("0",), "3": ("3",), "8": ("8",)}  # a Sequential's layers
-    assert list(layer_groups(layers, "layer")) == layers
+    assert layer_groups(["0", "3", "8"]) == {"0": ("0",), "3": ("3",), "8": ("8",)}  # a Sequential's layers
 
 
 def test_the_cheap_score_is_repeatable_and_grows_with_compression(tiny_checkpoint: Path, synthetic_splits) -> None:
@@ -401,198 +405,14 @@ def test_the_cheap_score_is_repeatable_and_grows_with_compression(tiny_checkpoin
     assert 0.0 <= first.agreement <= 1.0
 
 
-def test_the_softened_score_and_the_fresh_scorer(tiny_checkpoint: Path, synthetic_splits) -> None:
-    """At temperature T the score is T^2 times the KL of both outputs softened by T (T=1: the plain KL); a fresh
-    scorer measures on training images that are neither the scorer's calibration images nor its BN images."""
-    import torch.nn.functional as F
-
-    from autocompress.engine import logits_of
-    from autocompress.errors import DataError
-    from autocompress.models import load_checkpoint
-    from autocompress.search import PlanScorer, ScoreSettings
-    from autocompress.search._score import compress_weights_
-
-    model = build_model("tinynet:tiny")
-    load_checkpoint(model, tiny_checkpoint)
-    cpu = torch.device("cpu")
-    plan = Plan.uniform(list(compressible_layers(model)), sparsity=0.6, bits=3)
-    plain = PlanScorer(model, synthetic_splits.train, device=cpu, settings=ScoreSettings(images=256, bn_images=128))
-    soft = PlanScorer(model, synthetic_splits.train, device=cpu, settings=ScoreSettings(images=256, bn_images=128, temperature=3.0))
-    student = compress_weights_(copy.deepcopy(model), plan)
-    soft.recalibrate_(student)
-    teacher, logits = (logits_of(net, soft.calibration, device=cpu, batch_size=256) for net in (model, student))
-    by_hand = 9.0 * F.kl_div(F.log_softmax(logits / 3, 1), F.log_softmax(teacher / 3, 1), reduction="batchmean", log_target=True)
-    assert soft.score_plan(plan).kl == pytest.approx(float(by_hand), rel=1e-5)
-    assert soft.score_plan(plan).kl != pytest.approx(plain.score_plan(plan).kl, rel=1e-3)
-    assert soft.score_plan(plan).agreement == plain.score_plan(plan).agreement  # the softening keeps every top-1
-
-    fresh = plain.fresh(200, seed=1)
-    assert len(fresh.calibration) == 200 and fresh.settings.bn_images == 128 and fresh.settings.temperature == 1.0
-    rows = {tuple(image.flatten().tolist()) for image in torch.cat([plain.calibration.images, plain.bn_set.images])}
-    fresh_rows = {tuple(image.flatten().tolist()) for image in torch.cat([fresh.calibration.images, fresh.bn_set.images])}
-    assert not rows & fresh_rows and len(fresh_rows) == 200 + 128
-    assert fresh.score_plan(plan).kl != plain.score_plan(plan).kl  # other images, another measurement of the same plan
-    greedy = PlanScorer(model, synthetic_splits.train, device=cpu,
-                        settings=ScoreSettings(images=len(synthetic_splits.train), bn_images=128))
-    with pytest.raises(DataError, match="lower --score-images"):
-        greedy.fresh(200, seed=1)
 
 
-def test_a_re_score_on_fresh_images_chooses_the_short_list(
-    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
-) -> None:
-    """With rescore_top, the best-scored plans and the projection are scored again on images the search never used
-    (companion trials of fidelity ``rescore``), and the short fine-tunes go to the best of them by that score."""
-    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
-                            trial_score="kl", sampler="cmaes", trials=8, finetune_top=2, rescore_top=3, rescore_images=200,
-                            study_name="fresh", score_images=256, score_bn_images=128, final_epochs=0.2)
-    messages: list[str] = []
-    outcome = run_search(settings, log=messages.append)
-    study = optuna.load_study(study_name="fresh", storage=settings.resolved_storage)
-    companion = optuna.load_study(study_name="fresh.finetune", storage=settings.resolved_storage).trials
-    rescored = [t for t in companion if t.user_attrs["fidelity"] == "rescore"]
-    by_own_score = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
-    distinct: list[optuna.trial.FrozenTrial] = []
-    for trial in by_own_score:
-        if all(trial.user_attrs["plan"] != kept.user_attrs["plan"] for kept in distinct):
-            distinct.append(trial)
-    expected = {t.number for t in distinct[:3]} | {0}  # the projection warm start is always re-scored
-    assert {t.user_attrs["parent"] for t in rescored} == expected and len(rescored) == len(expected)
-    for trial in rescored:
-        parent = study.trials[trial.user_attrs["parent"]]
-        assert trial.user_attrs["plan"] == parent.user_attrs["plan"] and trial.params == parent.params
-        assert trial.value == trial.user_attrs["kl_to_baseline"] != parent.value  # measured again, elsewhere
-        assert trial.user_attrs["packed_bytes"] == parent.user_attrs["packed_bytes"] <= 3000
-    by_fresh_score = [t.user_attrs["parent"] for t in sorted(rescored, key=lambda t: t.value)]
-    finetuned = [t.user_attrs["parent"] for t in companion if t.user_attrs["fidelity"] == "finetune"]
-    assert sorted(finetuned) == sorted(by_fresh_score[:2])
-    assert any(message.startswith("re-score (own -> fresh KL)") for message in messages), messages
-    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
-    assert best["result"]["trial"] in by_fresh_score[:2]
-    chosen_rescore = next(t for t in rescored if t.user_attrs["parent"] == best["result"]["trial"])
-    assert best["result"]["rescore_kl"] == round(chosen_rescore.value, 5)
-    # a rerun re-scores nothing again
-    run_search(settings, log=lambda _: None)
-    rerun = optuna.load_study(study_name="fresh.finetune", storage=settings.resolved_storage).trials
-    assert [t.user_attrs["fidelity"] for t in rerun] == [t.user_attrs["fidelity"] for t in companion]
-    # a score set that leaves no training images for the re-score is refused before any trial runs
-    greedy = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
-                          trial_score="kl", sampler="cmaes", trials=8, rescore_top=3, study_name="greedy",
-                          score_images=1800, score_bn_images=128)
-    with pytest.raises(AutocompressError, match="left for the re-score: .* all 1800 training images; lower --score-images"):
-        run_search(greedy, log=lambda _: None)
-    assert not optuna.load_study(study_name="greedy", storage=greedy.resolved_storage).trials
 
 
-def test_the_projection_in_the_short_fine_tune_competes_with_the_search_plans(
-    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
-) -> None:
-    """With finetune_projection, the projection warm start gets the short fine-tune beside the best-scored plan,
-    wherever it ranked, and the final fine-tune goes to whichever is closer to the baseline after it."""
-    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
-                            trial_score="kl", sampler="cmaes", trials=6, finetune_top=1, finetune_projection=True,
-                            study_name="guarded", score_images=256, score_bn_images=128, final_epochs=0.2)
-    outcome = run_search(settings, log=lambda _: None)
-    study = optuna.load_study(study_name="guarded", storage=settings.resolved_storage)
-    scored = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert scored[0].user_attrs["strategy"] == "projection-warmstart"
-    best_scored = min(scored, key=lambda t: t.value)
-    companion = optuna.load_study(study_name="guarded.finetune", storage=settings.resolved_storage).trials
-    finetuned = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
-    assert {t.user_attrs["parent"] for t in finetuned} == {best_scored.number, 0}
-    assert len(finetuned) == (1 if best_scored.user_attrs["plan"] == scored[0].user_attrs["plan"] else 2)
-    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
-    closest = min(finetuned, key=lambda t: t.value)
-    assert best["result"]["trial"] == closest.user_attrs["parent"]
-    assert best["result"]["finetune_kl"] == round(closest.value, 5)
-    assert best["layers"] == study.trials[closest.user_attrs["parent"]].user_attrs["plan"]
-    # without it, only the best-scored plan is fine-tuned (the projection only where it scored best)
-    plain = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", space="coefficients",
-                         trial_score="kl", sampler="cmaes", trials=6, finetune_top=1, study_name="plain",
-                         score_images=256, score_bn_images=128, final_epochs=0.2)
-    run_search(plain, log=lambda _: None)
-    plain_companion = optuna.load_study(study_name="plain.finetune", storage=plain.resolved_storage).trials
-    assert [t.user_attrs["fidelity"] for t in plain_companion] == ["finetune", "final"]
 
 
-def test_shared_seeds_fine_tune_every_finalist_with_the_same_data_orders_and_a_rerun_keys_on_them(
-    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
-) -> None:
-    """With finetune_seeds N, each short-listed plan is fine-tuned with the same N seeds and scored by its mean KL;
-    a rerun under another seed rule fine-tunes again rather than reuse or compare the other rule's fine-tunes."""
-    base_seed = 2  # a seed under which the best-scored plan is not the one closest after the short fine-tune
-    common = dict(target_size="3KB", space="coefficients", trial_score="kl", sampler="cmaes", trials=6, finetune_top=2,
-                  study_name="crn", score_images=256, score_bn_images=128, final_epochs=0.2, seed=base_seed)
-    own_orders = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, **common)
-    run_search(own_orders, log=lambda _: None)
-    shared = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, finetune_seeds=2, **common)
-    messages: list[str] = []
-    outcome = run_search(shared, log=messages.append)
-    companion = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials
-    finetunes = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
-    own, crn = finetunes[:2], finetunes[2:]
-    assert [t.user_attrs["finetune_seeds"] for t in own] == [[base_seed + t.user_attrs["parent"]] for t in own]
-    assert len(crn) == 2 and all(t.user_attrs["finetune_seeds"] == [base_seed, base_seed + 1] for t in crn)
-    assert {t.user_attrs["parent"] for t in crn} == {t.user_attrs["parent"] for t in own}
-    for trial in crn:
-        per_seed = trial.user_attrs["finetune_kls"]
-        assert len(per_seed) == 2 and trial.value == pytest.approx(sum(per_seed) / 2, abs=1e-5)
-    # the choice is made among the shared-seed fine-tunes only
-    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
-    closest = min(crn, key=lambda t: t.value)
-    assert best["result"]["trial"] == closest.user_attrs["parent"]
-    assert best["result"]["finetune_kl"] == round(closest.value, 5)
-    assert best["result"]["settings"]["finetune_seeds"] == 2  # a reused final fine-tune reports today's choice
-    assert any(m.startswith("fine-tune 1 of 2") and f"seed(s) [{base_seed}, {base_seed + 1}]" in m for m in messages), messages
-    # trials.csv links every fine-tune to the scored trial it measured
-    rows = pd.read_csv(outcome.study_dir / "trials.csv")
-    finetune_rows = rows[rows["fidelity"] == "finetune"]
-    assert sorted(finetune_rows["parent"].astype(int)) == sorted(t.user_attrs["parent"] for t in finetunes)
-    assert rows[rows["fidelity"] == "score"]["parent"].isna().all()
-    # a rerun under the same rule fine-tunes nothing again
-    run_search(shared, log=lambda _: None)
-    rerun = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials
-    assert sum(t.user_attrs["fidelity"] == "finetune" for t in rerun) == 4
-    # a shorter list competes on its own: the plans an earlier run fine-tuned beyond it are not chosen
-    top_one = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, finetune_seeds=2, **{**common, "finetune_top": 1})
-    run_search(top_one, log=lambda _: None)
-    scored = optuna.load_study(study_name="crn", storage=shared.resolved_storage).get_trials(
-        states=(optuna.trial.TrialState.COMPLETE,))
-    best_scored = min(scored, key=lambda t: (t.value, t.user_attrs["packed_bytes"], t.number))
-    assert closest.user_attrs["parent"] != best_scored.number  # else this step would not tell the two rules apart
-    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
-    assert best["result"]["trial"] == best_scored.number
-    rerun = optuna.load_study(study_name="crn.finetune", storage=shared.resolved_storage).trials
-    assert sum(t.user_attrs["fidelity"] == "finetune" for t in rerun) == 4
 
 
-def test_a_distilled_short_fine_tune_learns_from_the_baseline_and_a_rerun_keys_on_it(
-    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
-) -> None:
-    """With finetune_distill the short fine-tune is distilled from the baseline, as a distilled final fine-tune
-    is; a rerun under the other rule fine-tunes again rather than reuse or compare the other rule's fine-tunes."""
-    common = dict(target_size="3KB", space="coefficients", trial_score="kl", sampler="cmaes", trials=6, finetune_top=2,
-                  study_name="taught", score_images=256, score_bn_images=128, final_epochs=0.2, distill=True)
-    run_search(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, **common), log=lambda _: None)
-    distilled = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, finetune_distill=True, **common)
-    outcome = run_search(distilled, log=lambda _: None)
-    companion = optuna.load_study(study_name="taught.finetune", storage=distilled.resolved_storage).trials
-    finetunes = [t for t in companion if t.user_attrs["fidelity"] == "finetune"]
-    plain, taught = finetunes[:2], finetunes[2:]
-    assert [t.user_attrs["finetune_distilled"] for t in finetunes] == [False, False, True, True]
-    assert [t.user_attrs["parent"] for t in taught] == [t.user_attrs["parent"] for t in plain]
-    assert [t.user_attrs["finetune_seeds"] for t in taught] == [t.user_attrs["finetune_seeds"] for t in plain]
-    # the same plans and data orders, trained towards the baseline's outputs: they end closer to it
-    for before, after in zip(plain, taught):
-        assert after.value < before.value, (before.value, after.value)
-    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
-    closest = min(taught, key=lambda t: t.value)
-    assert best["result"]["trial"] == closest.user_attrs["parent"]
-    assert best["result"]["finetune_kl"] == round(closest.value, 5)
-    assert best["result"]["settings"]["finetune_distill"] is True
-    run_search(distilled, log=lambda _: None)  # a rerun under the same rule fine-tunes nothing again
-    rerun = optuna.load_study(study_name="taught.finetune", storage=distilled.resolved_storage).trials
-    assert sum(t.user_attrs["fidelity"] == "finetune" for t in rerun) == 4
 
 
 def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
@@ -640,42 +460,6 @@ def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
     assert len(optuna.load_study(study_name="kl.front", storage=settings.resolved_storage).trials) == 8
 
 
-def test_a_race_hands_the_final_fine_tune_to_the_short_listed_plan_closest_to_the_baseline_on_validation(
-    tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path
-) -> None:
-    """Two short-listed plans each run the first epoch of the 3-epoch final fine-tune; the one with the lower
-    validation KL carries on from its saved state and ends with the weights of an unbroken fine-tune."""
-    from autocompress.search import TrialRecord, finetune_plan, measure_within_budget, prepare_context
-
-    common = dict(target_size="3KB", space="coefficients", trial_score="kl", sampler="cmaes", trials=6, finetune_top=3,
-                  race_top=2, race_epochs=1, final_epochs=3, score_images=256, score_bn_images=128)
-    settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="race", **common)
-    messages: list[str] = []
-    outcome = run_search(settings, log=messages.append)
-    companion = optuna.load_study(study_name="race.finetune", storage=settings.resolved_storage).trials
-    finetuned = sorted((t for t in companion if t.user_attrs["fidelity"] == "finetune"), key=lambda t: t.value)
-    races = [t for t in companion if t.user_attrs["fidelity"] == "race"]
-    assert len(finetuned) == 3 and sorted(t.user_attrs["parent"] for t in races) == sorted(t.user_attrs["parent"] for t in finetuned[:2])
-    assert all(t.value == t.user_attrs["kl_to_baseline"] > 0 and 0 <= t.user_attrs["val_accuracy"] <= 1 for t in races)
-    assert all("test_accuracy" not in t.user_attrs for t in races)  # the race chooses: no test split
-    winner = min(races, key=lambda t: t.value)
-    best = yaml.safe_load((outcome.study_dir / "best.yaml").read_text())
-    assert best["result"]["trial"] == winner.user_attrs["parent"]
-    assert best["result"]["race_val_kl"] == round(winner.value, 5) and best["result"]["race_epochs"] == 1
-    assert any("resuming the fine-tune from its last finished epoch" in message for message in messages), messages
-    assert not list(outcome.study_dir.glob("finetune-*.state"))  # the loser's state deleted, the winner's done
-    # the race changed which plan goes on, not how it is trained: an unbroken fine-tune gives the same file
-    straight = prepare_context(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="straight", **common),
-                               log=lambda _: None)
-    plan = TrialRecord(plan=best["layers"]).plan_for(straight.model_spec)
-    model = copy.deepcopy(straight.baseline)
-    finetune_plan(model, plan, straight)
-    measure_within_budget(model, plan, straight, measure_test=True).write(tmp_path / "straight.acz")
-    assert (tmp_path / "straight.acz").read_bytes() == (outcome.study_dir / "best.acz").read_bytes()
-    # a rerun races nothing again
-    run_search(settings, log=lambda _: None)
-    rerun = optuna.load_study(study_name="race.finetune", storage=settings.resolved_storage).trials
-    assert [t.user_attrs["fidelity"] for t in rerun] == [t.user_attrs["fidelity"] for t in companion]
 
 
 def test_a_study_keeps_the_score_it_was_created_with(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
@@ -738,30 +522,27 @@ def test_a_rerun_of_a_one_plan_mode_keeps_its_trial_until_a_setting_that_shapes_
     # lacks counts as that setting's default (what the older version did)
     best_yaml = first.study_dir / "best.yaml"
     document = yaml.safe_load(best_yaml.read_text())
-    for added_later in ("race_top", "race_epochs", "finetune_top", "rescore_top", "rescore_images", "score_temperature",
-                        "finetune_projection", "finetune_seeds", "finetune_distill"):
+    for added_later in ("finetune_top", "time_budget_seconds", "front_trials", "front_finetunes"):
         del document["result"]["settings"][added_later]
     best_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
     messages.clear()
     run_search(settings, log=messages.append)
     assert any(message.startswith("trial 0 already complete") for message in messages), messages
     assert packed.stat().st_mtime_ns == stamp
-    # settings that only the trial-based search reads cannot change a one-plan mode's result
-    search_only = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single",
-                               sampler="random", trials=9, finetune_top=2, space="relative")
-    messages.clear()
-    run_search(search_only, log=messages.append)
-    assert any(message.startswith("trial 0 already complete") for message in messages), messages
-    assert packed.stat().st_mtime_ns == stamp
+    # settings that only the trial-based search reads are refused in a one-plan mode: they would change nothing
+    with pytest.raises(AutocompressError, match="trials belongs to mode bo"):
+        settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single", trials=9)
+    # a setting that shapes the plan makes another study: the rerun under it is refused, and the files stay
     moved = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single", bits_max=4)
+    with pytest.raises(AutocompressError, match=r"study 'single' was made with bits_max 6 \(now 4\)"):
+        run_search(moved, log=lambda _: None)
+    assert packed.stat().st_mtime_ns == stamp
+    changed_final = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="projection", study_name="single",
+                                 final_epochs=0.2)
     messages.clear()
-    changed = run_search(moved, log=messages.append)
+    changed = run_search(changed_final, log=messages.append)  # the final fine-tune's length is not what a study is
     assert not any("already complete" in message for message in messages)
     assert changed.best_plan is not None and changed.best_plan.result["trial"] == 1
-    assert max(layer.bits for layer in changed.best_plan.layers.values()) <= 4
-    messages.clear()
-    run_search(moved, log=messages.append)
-    assert any(message.startswith("trial 1 already complete") for message in messages), messages
     assert len(optuna.load_study(study_name="single", storage=settings.resolved_storage).trials) == 2
 
 

@@ -55,7 +55,8 @@ def start_worker(storage: str, study: str, output_root: Path, *, tiny_module: Pa
                  trials: int, epochs_per_trial: float = 1.0, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     """One ``autocompress search`` process on the tiny model, as a user on another machine would start it."""
     args = ["search", "--target-size", "6KB", "--model", "tinynet:tiny", "--checkpoint", str(checkpoint),
-            "--data-dir", str(data_dir), "--val-size", "200", "--trials", str(trials),
+            "--data-dir", str(data_dir), "--set", "val_size=200", "--trials", str(trials), "--trial-score", "val_accuracy",
+            "--space", "absolute", "--front", "off",
             "--epochs-per-trial", str(epochs_per_trial), "--final-epochs", "0", "--batch-size", "64",
             "--device", "cpu", "--storage", storage, "--study-name", study, "--output-root", str(output_root), *extra]
     env = {**os.environ, "PYTHONPATH": str(tiny_module), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -111,7 +112,7 @@ def test_a_killed_worker_s_trial_is_failed_and_run_again(storage_url: str, tiny_
                                                          synthetic_data_dir: Path, tmp_path: Path) -> None:
     study_name, requested = f"kill-{int(time.time() * 1000)}", 6
     common = dict(tiny_module=tiny_module, checkpoint=tiny_checkpoint, data_dir=synthetic_data_dir, trials=requested,
-                  epochs_per_trial=4.0, extra=("--heartbeat", "1", "--sampler", "random", "--pruner", "none"))
+                  epochs_per_trial=4.0, extra=("--set", "heartbeat_seconds=1", "--sampler", "random", "--set", "pruner=none"))
     survivor = start_worker(storage_url, study_name, tmp_path / "a", **common)
     victim = start_worker(storage_url, study_name, tmp_path / "b", **common)
     victim_trial = wait_for_running_trial(storage_url, study_name, victim)

@@ -72,7 +72,7 @@ def _as_type(read: Callable[[Any], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, cls: type, names: Iterable[str], *, checked: bool,
+def add_setting_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, names: Iterable[str], *, checked: bool,
                       defaults: bool = True) -> None:
     """Flags for the settings ``names`` of the dataclass ``cls``.
 

@@ -34,16 +34,30 @@ def _search_flags(args: argparse.Namespace, names: Iterable[str]) -> dict[str, A
     return {name: getattr(args, name) for name in names}
 
 
+SEARCH_GROUPS = (  # (title, the scopes whose settings it holds): search --help groups its flags by mode
+    ("every search", (None,)),
+    ("mode bo (the default) and random: the Optuna study", ("bo", "kl", "val_accuracy")),
+    ("mode admm", ("admm",)),
+    ("mode bayesbits", ("bayesbits",)),
+)
+
+
 class SearchCommand(Command):
     name = "search"
     help = "search per-layer sparsity and bits so the packed model fits --target-size with the best accuracy"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", type=Path, help="preset YAML (see studies/*.yaml); flags override it")
-        add_setting_flags(parser, SearchSettings, SETTING_OPTIONS, checked=False)
+        parser.add_argument("--set", dest="assignments", action="append", metavar="NAME=VALUE", type=_assignment,
+                            help="any setting by its name, also those without a flag (docs/reference.md lists them): "
+                                 "--set score_images=2048; repeatable")
+        for title, scopes in SEARCH_GROUPS:
+            names = [name for name, declared in SETTING_OPTIONS.items() if declared.scope in scopes and not declared.expert]
+            add_setting_flags(parser.add_argument_group(title), SearchSettings, names, checked=False)
 
     def take_action(self, args: argparse.Namespace) -> int:
-        settings = load_settings(args.config, _search_flags(args, SETTING_OPTIONS))
+        flagged = [name for name, declared in SETTING_OPTIONS.items() if not declared.expert]
+        settings = load_settings(args.config, _search_flags(args, flagged), dict(args.assignments or []))
         try:
             run_search(settings)
         except KeyboardInterrupt:
@@ -51,6 +65,13 @@ class SearchCommand(Command):
                   "run the same command again to resume", file=sys.stderr)
             return 130
         return 0
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"must be NAME=VALUE such as score_images=2048, got {text!r}")
+    return name.strip(), value
 
 
 class CompareCommand(Command):
@@ -63,7 +84,7 @@ class CompareCommand(Command):
         add_setting_flags(parser, CompareSettings, [name for name in COMPARE_OPTIONS], checked=False)
 
     def take_action(self, args: argparse.Namespace) -> int:
-        search = load_settings(args.config, _search_flags(args, COMPARE_SETTINGS))
+        search = load_settings(args.config, _search_flags(args, COMPARE_SETTINGS), any_mode=True)
         settings = compare_settings(search, **_search_flags(args, COMPARE_OPTIONS))
         try:
             compare(settings, command="autocompress " + shlex.join(args.argv))

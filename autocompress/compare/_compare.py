@@ -87,8 +87,7 @@ class CompareSettings:
 
     def for_strategy(self, strategy: str) -> SearchSettings:
         """The search settings of one strategy's study (its folder is ``folder/strategy``)."""
-        common = dataclasses.replace(self.search, output_root=str(self.folder), study_name=strategy, storage=self.storage,
-                                     n_jobs=1, worker=False, targets=None, mode=strategy)
+        common = self.search.for_mode(strategy, output_root=str(self.folder), study_name=strategy, storage=self.storage)
         return get_strategy(strategy).budget_settings(common, epochs=self.epochs, trials=self.trials)
 
 

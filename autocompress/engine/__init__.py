@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from autocompress.engine._device import PRECISIONS, native_bf16, resolve_device, resolved_precision
+from autocompress.engine._device import PRECISIONS, autocast_for, native_bf16, prepare_model, resolve_device, resolved_precision
 from autocompress.engine._distill import Distillation, distillation_problem
 from autocompress.engine._efficiency import BitOps, count_bitops, measure_latency
 from autocompress.engine._evaluate import evaluate, logits_of, predict
-from autocompress.engine._train import EpochCallback, Penalty, StepCallback, TrainResult, train
+from autocompress.engine._train import EpochCallback, Penalty, StepCallback, TrainResult, seconds_per_step, train
 
 __all__ = [
     "PRECISIONS",
@@ -16,6 +16,7 @@ __all__ = [
     "Penalty",
     "StepCallback",
     "TrainResult",
+    "autocast_for",
     "count_bitops",
     "distillation_problem",
     "evaluate",
@@ -23,7 +24,9 @@ __all__ = [
     "measure_latency",
     "native_bf16",
     "predict",
+    "prepare_model",
     "resolve_device",
     "resolved_precision",
+    "seconds_per_step",
     "train",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -341,3 +342,23 @@ def _resume(
     scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(payload["rng_state"])
     return _Progress(int(payload["epoch"]), float(payload["final_loss"]), payload["val_accuracy"])
+
+
+def seconds_per_step(model: nn.Module, train_set: TensorSet, device: torch.device, batch_size: int) -> float:
+    """Time of one plain training step (cross-entropy, SGD), measured on a copy of ``model`` (for time estimates)."""
+    probe = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.SGD(probe.parameters(), lr=0.0)
+    loader = DeviceLoader(train_set, batch_size=batch_size, device=device, augment=True, shuffle=True, seed=0,
+                          drop_last=len(train_set) > batch_size)
+    batches = loader.iter_epoch(0)
+    timings = []
+    for _ in range(3):
+        images, labels = next(batches)
+        started = time.perf_counter()
+        F.cross_entropy(probe(images), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - started)
+    return min(timings[1:])

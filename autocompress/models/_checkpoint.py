@@ -38,6 +38,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
     state_dict = _strip_prefix(state_dict, "module.")
     state_dict = _fill_batch_counters(model, state_dict)
     _check_fits(model, state_dict, path)
+    _check_finite(state_dict, path)
     model.load_state_dict(state_dict, strict=True)
     return extra
 
@@ -83,6 +84,15 @@ def _fill_batch_counters(model: nn.Module, state_dict: dict[str, Tensor]) -> dic
         if key.endswith("num_batches_tracked") and key not in filled:
             filled[key] = torch.tensor(0, dtype=torch.long)
     return filled
+
+
+def _check_finite(state_dict: Mapping[str, Tensor], path: Path) -> None:
+    """Refuse weights that are NaN or infinite: nothing trained or measured from them would mean anything."""
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"checkpoint {path}: tensor {key} holds {bad:,} NaN or infinite value(s) of "
+                                  f"{value.numel():,}; the weights are broken: retrain or re-export them")
 
 
 def _check_fits(model: nn.Module, state_dict: Mapping[str, Tensor], path: Path) -> None:

@@ -16,7 +16,7 @@ from autocompress.search._budget import (
     relative_distortion,
     sensitivity_plan,
 )
-from autocompress.search._coefficients import GROUPINGS, CoefficientSpace, layer_groups
+from autocompress.search._coefficients import CoefficientSpace, layer_groups
 from autocompress.search._context import (
     SearchContext,
     baseline_accuracy,
@@ -39,7 +39,7 @@ from autocompress.search._records import CONSTRAINT_NAME, StudyFacts, TrialRecor
 from autocompress.search._registry import STRATEGIES, register_strategy, strategy_names
 from autocompress.search._samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from autocompress.search._score import TRIAL_SCORES, PlanScore, PlanScorer, ScoreSettings, TrialObjective
-from autocompress.search._settings import SETTING_OPTIONS, SearchSettings, load_settings, read_preset
+from autocompress.search._settings import SETTING_OPTIONS, SearchSettings, kl_scored, load_settings, read_preset
 from autocompress.search._space import SPACES, SearchSpace
 from autocompress.search._storage import HeartbeatJournalStorage, dashboard_argument, local_storage_file, open_storage, redact
 from autocompress.search._strategy import Strategy, get_strategy
@@ -71,7 +71,6 @@ from autocompress.search.options import Option, SettingError, options_of
 __all__ = [
     "CONSTRAINT_NAME",
     "FINETUNE_SUFFIX",
-    "GROUPINGS",
     "METRIC_NAMES",
     "PRUNERS",
     "SAMPLERS",
@@ -117,6 +116,7 @@ __all__ = [
     "finished_trials",
     "fit_to_budget",
     "get_strategy",
+    "kl_scored",
     "layer_groups",
     "load_settings",
     "local_storage_file",

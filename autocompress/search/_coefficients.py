@@ -8,11 +8,9 @@ plan that must be repaired, and the dimension is the number of groups (8 for the
 than two per layer. All coefficients at 1 give the plain projection, the search's warm start; a larger
 coefficient buys its layers a larger share of the budget.
 
-Groups (``grouping``):
-
-* ``role``: layers that play the same part in the same stage share one coefficient: the name without
-  its block indices (``layer2.1.conv1`` -> ``layer2.conv1``; a name of numbers only is its own group);
-* ``layer``: one coefficient per layer.
+Layers that play the same part in the same stage share one coefficient: the group is the name without
+its block indices (``layer2.1.conv1`` -> ``layer2.conv1``; a name of numbers only is its own group). One
+coefficient per layer tied with this grouping on ResNet-20 and was removed (docs/experiments/).
 """
 
 from __future__ import annotations
@@ -26,24 +24,21 @@ from autocompress.plan import Plan
 from autocompress.search._projection import Projector
 from autocompress.search._space import SearchSpace
 
-GROUPINGS: tuple[str, ...] = ("role", "layer")
 PARAM_SUFFIX = ".coefficient"
 
 
-def group_of(layer: str, grouping: str) -> str:
+def group_of(layer: str) -> str:
     """The group a layer's coefficient belongs to."""
-    if grouping == "layer":
-        return layer
     parts = layer.split(".")
     named = [part for part in parts if not part.isdigit()]
     return ".".join(named) if named else layer
 
 
-def layer_groups(layers: Sequence[str], grouping: str) -> dict[str, tuple[str, ...]]:
+def layer_groups(layers: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Group name -> its layers, in the order the groups first appear."""
     groups: dict[str, list[str]] = {}
     for layer in layers:
-        groups.setdefault(group_of(layer, grouping), []).append(layer)
+        groups.setdefault(group_of(layer), []).append(layer)
     return {name: tuple(members) for name, members in groups.items()}
 
 
@@ -58,9 +53,8 @@ class CoefficientSpace:
     coefficient_range: float = 4.0
 
     @classmethod
-    def build(cls, bounds: SearchSpace, projector: Projector, seed_plan: Plan, *, grouping: str,
-              coefficient_range: float) -> CoefficientSpace:
-        return cls(bounds, projector, seed_plan, layer_groups(bounds.layers, grouping), coefficient_range)
+    def build(cls, bounds: SearchSpace, projector: Projector, seed_plan: Plan, *, coefficient_range: float) -> CoefficientSpace:
+        return cls(bounds, projector, seed_plan, layer_groups(bounds.layers), coefficient_range)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, float]:
         """The trial's coefficient of every layer (its group's)."""

@@ -8,9 +8,7 @@ study folder and ``run.yaml``.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +18,13 @@ import torch
 from torch import nn
 
 from autocompress.compress import compressible_layers
-from autocompress.data import DataSplits, DeviceLoader, prepare_splits
-from autocompress.engine import evaluate, resolve_device, train
+from autocompress.data import DataSplits, prepare_splits
+from autocompress.engine import evaluate, resolve_device, seconds_per_step, train
+from autocompress.errors import DataError
 from autocompress.models import build_model, load_checkpoint, save_checkpoint
 from autocompress.pack import SizeAccountant
 from autocompress.search._budget import BudgetCheck, check_target
+from autocompress.search._clock import JobClock
 from autocompress.search._interrupt import InterruptGuard
 from autocompress.search._settings import SearchSettings
 from autocompress.search._space import SearchSpace
@@ -46,6 +46,7 @@ class SearchContext:
     interrupt: InterruptGuard = field(default_factory=InterruptGuard)
     study: optuna.Study | None = None
     study_created: bool = False  # this process created the study (it queues the warm starts)
+    clock: JobClock | None = None  # the whole-job time budget (--time), None without one
     sizes: SizeAccountant = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,8 +73,8 @@ class SearchContext:
         return moved
 
 
-def prepare_context(settings: SearchSettings, *, log: Log = print) -> SearchContext:
-    """Model, targets, data and baseline for ``settings``; the study folder and its ``run.yaml``."""
+def prepare_context(settings: SearchSettings, *, log: Log = print, clock: JobClock | None = None) -> SearchContext:
+    """Model, targets, data and baseline for ``settings``, checked against the data; the study folder."""
     device = resolve_device(settings.device)
     probe = build_model(settings.model, num_classes=settings.num_classes)
     if settings.checkpoint is not None:
@@ -82,11 +83,28 @@ def prepare_context(settings: SearchSettings, *, log: Log = print) -> SearchCont
     probe_sizes = SizeAccountant(probe, model_spec=settings.model)
     budgets = [check_target(probe_sizes, space, target) for target in settings.resolved_targets]
     splits = prepare_splits(settings.dataset, settings.data_dir, val_size=settings.val_size, split_seed=settings.split_seed)
+    data_problem = settings_data_problem(settings, splits)
+    if data_problem:
+        raise DataError(data_problem)
     baseline = probe if settings.checkpoint is not None else prepare_baseline(settings, splits, device, log=log)
     baseline.to(device).eval()
     settings.study_dir.mkdir(parents=True, exist_ok=True)
-    settings.save(settings.study_dir / "run.yaml")
-    return SearchContext(settings, baseline, splits, space, device, budgets, log=log)
+    return SearchContext(settings, baseline, splits, space, device, budgets, log=log, clock=clock)
+
+
+def settings_data_problem(settings: SearchSettings, splits: DataSplits) -> str | None:
+    """A count in the settings that the data cannot give (None: all fit)."""
+    train_images = len(splits.train)
+    if settings.reads("kl"):
+        asked = settings.score_images + settings.score_bn_images
+        if asked > train_images:
+            return (f"the KL score asks for {settings.score_images:,} + {settings.score_bn_images:,} training images "
+                    f"(score_images + score_bn_images) and the training split holds {train_images:,}; lower them "
+                    f"(the defaults are 1024 and 512)")
+    if settings.batch_size > train_images:
+        return (f"batch_size {settings.batch_size:,} is more than the {train_images:,} training images; give at most "
+                f"{train_images:,}")
+    return None
 
 
 def space_for(model: nn.Module, settings: SearchSettings) -> SearchSpace:
@@ -108,12 +126,15 @@ def prepare_baseline(settings: SearchSettings, splits: DataSplits, device: torch
         load_checkpoint(model, cache)
         log(f"baseline: cached {cache}")
         return model
-    seconds = seconds_per_step(model, splits, device, settings.batch_size)
+    seconds = seconds_per_step(model, splits.train, device, settings.batch_size)
     steps = settings.baseline_epochs * (len(splits.train) // settings.batch_size)
     log(
         f"no --checkpoint: training a {settings.model} baseline for {settings.baseline_epochs:g} epochs first "
         f"(about {seconds * steps / 3600:.1f} h on {device}, {seconds:.2f} s per step); it is cached in {cache}, "
         f"and an interrupted run resumes. Pass --checkpoint to compress your own trained model instead."
+        + ("" if device.type == "cuda" else
+           " On a CPU, the pretrained CIFAR ResNets fit: studies/resnet20-50KB.yaml and studies/resnet56-100KB.yaml "
+           "(--config); a ResNet-18 wants a GPU.")
     )
     train(model, splits.train, device=device, epochs=settings.baseline_epochs, lr=0.1, batch_size=settings.batch_size,
           seed=settings.seed, val_set=splits.val, checkpoint_path=cache.with_name(cache.name + ".state"),
@@ -125,22 +146,3 @@ def prepare_baseline(settings: SearchSettings, splits: DataSplits, device: torch
 def baseline_cache(settings: SearchSettings) -> Path:
     """Where the baseline trained for a search without --checkpoint is kept (by model, dataset and seed)."""
     return Path(settings.output_root) / "baselines" / f"{settings.model.replace(':', '_')}-{settings.dataset}-s{settings.seed}.pt"
-
-
-def seconds_per_step(model: nn.Module, splits: DataSplits, device: torch.device, batch_size: int) -> float:
-    """Time of one training step, measured on a copy (for the time estimate)."""
-    probe = copy.deepcopy(model).to(device).train()
-    optimizer = torch.optim.SGD(probe.parameters(), lr=0.0)
-    loader = DeviceLoader(splits.train, batch_size=batch_size, device=device, augment=True, shuffle=True, seed=0, drop_last=True)
-    batches = loader.iter_epoch(0)
-    timings = []
-    for _ in range(3):
-        images, labels = next(batches)
-        started = time.perf_counter()
-        torch.nn.functional.cross_entropy(probe(images), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - started)
-    return min(timings[1:])

@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 import torch
 
+from autocompress.errors import AutocompressError
+from autocompress.search._clock import JobClock
 from autocompress.search._context import Log, SearchContext, baseline_accuracy, prepare_context
 from autocompress.search._outcome import SearchOutcome, write_trivial_result
 from autocompress.search._records import StudyFacts
@@ -27,16 +29,34 @@ from autocompress.search._study import finished_trials, open_study, record_study
 def execute(settings: SearchSettings, *, log: Log = print, known_accuracy: dict[str, float] | None = None) -> SearchOutcome:
     """Run (or resume) the strategy ``settings.mode`` names; its files go to ``settings.study_dir``.
     ``known_accuracy`` is the baseline's val/test accuracy when the caller measured it already."""
+    clock = JobClock.start(settings.time_budget_seconds) if settings.time_budget_seconds is not None else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and summary say what matters
     strategy = get_strategy(settings.mode)
     settings = strategy.prepare(settings)
-    context = prepare_context(settings, log=log)  # refuses an unreachable target before any data or training
+    context = prepare_context(settings, log=log, clock=clock)  # refuses an unreachable target before any data or training
     if len(context.budgets) == 1 and context.budgets[0].trivial:
+        settings.save(settings.study_dir / "run.yaml")
         return write_trivial_result(context, context.budgets[0].uncompressed_bytes)
     with context.interrupt:
         context.study, context.study_created = open_study(settings)
+        refuse_other_settings(context.study, settings)
+        settings.save(settings.study_dir / "run.yaml")
         introduce(context, strategy.describe(settings), known_accuracy)
         return strategy.run(context)
+
+
+def refuse_other_settings(study: optuna.Study, settings: SearchSettings) -> None:
+    """A study resumed (or joined) under settings that change what it is, such as another target, is refused
+    before anything is written: its trials were measured under the settings it recorded."""
+    recorded = StudyFacts.of(study).settings
+    if not recorded:
+        return
+    changed = settings.changed_kept_settings(recorded)
+    if changed:
+        shown = ", ".join(f"{name} {recorded[name]!r} (now {getattr(settings, name)!r})" for name in changed)
+        raise AutocompressError(
+            f"study {settings.resolved_study_name!r} was made with {shown}; rerun it with its own settings to resume it, "
+            f"or give --study-name a new name to start another study")
 
 
 def introduce(context: SearchContext, plan_of_work: str, known_accuracy: dict[str, float] | None = None) -> None:

@@ -86,14 +86,12 @@ FINAL_FINETUNE_SETTINGS = ("model", "dataset", "target_bytes", "final_epochs", "
 """The settings that decide what a final fine-tune produces; a rerun that changes one of them trains again."""
 
 BOOKKEEPING_SETTINGS = ("study_name", "output_root", "data_dir", "storage", "device", "n_jobs", "worker",
-                        "heartbeat_seconds", "max_retries", "timeout_seconds")
+                        "heartbeat_seconds", "max_retries", "timeout_seconds", "time_budget_seconds")
 """Settings that say where and how a run goes, not what it produces."""
 
 TRIAL_SEARCH_SETTINGS = ("sampler", "pruner", "sampler_startup_trials", "trials", "epochs_per_trial", "warm_start", "space",
-                         "coefficient_groups", "coefficient_range", "trial_score", "score_images", "score_bn_images",
-                         "score_steps", "score_temperature", "front", "front_trials", "front_finetunes", "rescore_top",
-                         "rescore_images", "finetune_top", "finetune_projection", "finetune_seeds",
-                         "finetune_distill", "race_top", "race_epochs")
+                         "coefficient_range", "trial_score", "score_images", "score_bn_images", "front", "front_trials",
+                         "front_finetunes", "finetune_top", "time_budget_seconds")
 """Settings read only by the trial-based search (its sampler, space, score and fidelity levels): a one-plan
 mode's result does not depend on them, so changing one does not train that plan again."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from autocompress.errors import AutocompressError
 from autocompress.files import write_text
 from autocompress.plan import MAX_BITS, MIN_BITS
 from autocompress.quantizers import quantizer_names
-from autocompress.search._coefficients import GROUPINGS
 from autocompress.search._registry import registered, strategy_names
 from autocompress.search._samplers import pruner_names, sampler_names
 from autocompress.search._score import TRIAL_SCORES, ScoreSettings, TrialObjective
@@ -31,15 +31,16 @@ from autocompress.search.options import (
     apply_readers,
     choice,
     choices,
+    default_of,
     duration,
     existing_file,
     folder,
+    front_range,
     integer,
     number,
     option,
     options_of,
     plain_name,
-    size_range,
     sizes,
     switch,
     text,
@@ -55,27 +56,30 @@ def _datasets() -> tuple[str, ...]:
 
 @dataclass
 class SearchSettings:
-    """Everything a search depends on; units in the names (bytes, epochs, seconds)."""
+    """Everything a search depends on; units in the names (bytes, epochs, seconds).
 
+    The defaults are the recipe that won its A/B (``docs/experiments/``): the KL score ranks CMA-ES's
+    plans in the coefficient space, the best gets a short fine-tune, then a distilled final fine-tune under
+    ``clipq_full`` with 1-8 bits. ``scope`` says which mode (or trial score) reads a setting: a value other
+    than the default given to a search of another mode is refused, naming the mode it belongs to."""
+
+    # ---- every search
     target_bytes: int = option(help="byte budget of the packed file: 50KB, 1MB, 512KiB, 50000", read=size_reader(),
-                               flag="--target-size", metavar="SIZE")
+                               flag="--target-size", metavar="SIZE", kept=True)
     model: str = option("resnet18", help="registered model (resnet18, resnet20, ...) or package.module:factory",
-                        read=text(), flag="--model")
+                        read=text(), flag="--model", kept=True)
     checkpoint: str | None = option(None, help="trained weights of the model; without them a baseline is trained first "
                                                "(slow on a CPU)", read=existing_file("the model's weights"), flag="--checkpoint")
-    dataset: str = option("cifar10", help="data set", read=choice(_datasets), flag="--dataset")
+    dataset: str = option("cifar10", help="data set", read=choice(_datasets), flag="--dataset", kept=True)
     data_dir: str = option("data", help="folder holding cifar-10-batches-py (downloaded there when online)",
                            read=folder(), flag="--data-dir")
-    mode: str = option("bo", help="how the plan is chosen",
-                       read=choice(strategy_names), flag="--mode")
-    sampler: str = option("tpe", help="Optuna sampler of the BO study", read=choice(sampler_names), flag="--sampler")
-    pruner: str = option("median", help="Optuna pruner: stops weak trials early", read=choice(pruner_names), flag="--pruner")
-    sampler_startup_trials: int = option(10, help="random trials before a model-based sampler takes over",
-                                         read=integer(minimum=0), flag="--startup-trials")
-    trials: int = option(40, help="finished trials of the study in all (a resumed study counts its own)",
-                         read=integer(minimum=1), flag="--trials")
-    timeout_seconds: float | None = option(None, help="stop starting trials after this long: 7200, 2h, 90m",
-                                           read=duration(), flag="--timeout", metavar="DURATION")
+    mode: str = option("bo", help="how the plan is chosen (docs/modes.md)", read=choice(strategy_names),
+                       flag="--mode")
+    time_budget_seconds: float | None = option(None, help="the whole job (search and final fine-tune) in this long: "
+                                                          "15m, 1h, 900: the trials take up to 25 % of it, the "
+                                                          "front's trials up to 35 %, the final fine-tune the rest "
+                                                          "(its schedule sized to the time left)", read=duration(), flag="--time",
+                                               metavar="DURATION", scope="bo")
     storage: str | None = option(None, help="Optuna storage (default sqlite:///OUTPUT_ROOT/STUDY/study.db): any SQLAlchemy "
                                             "URL, e.g. postgresql://user:password@host/db for workers on many machines, "
                                             "or journal:path/study.log", read=text(), flag="--storage", metavar="URL")
@@ -83,134 +87,158 @@ class SearchSettings:
                                                "resumes the study, and processes with the same storage and name share it",
                                     read=plain_name(), flag="--study-name", metavar="NAME")
     output_root: str = option("studies", help="folder of study folders", read=folder(), flag="--output-root")
-    epochs_per_trial: float = option(0.5, help="fine-tuning per trial, in epochs (fractions allowed)",
-                                     read=number(minimum=0), flag="--epochs-per-trial")
-    final_epochs: float = option(3.0, help="fine-tuning of the chosen plan at the end", read=number(minimum=0),
-                                 flag="--final-epochs")
-    distill: bool = option(False, help="the final fine-tune also learns from the uncompressed model's soft outputs "
-                                       "(knowledge distillation; about 15 % more time per step)",
-                           read=switch(), flag="--distill", const=True)
-    distill_temperature: float = option(4.0, help="softmax temperature of --distill", read=number(above=0),
-                                        flag="--distill-temperature")
-    distill_weight: float = option(0.9, help="share of the teacher term in the --distill loss", read=number(0, 1),
-                                   flag="--distill-weight")
-    lr: float = option(0.01, help="fine-tuning learning rate (cosine to 0)", read=number(above=0), flag="--lr")
-    batch_size: int = option(128, help="images per training step", read=integer(minimum=1), flag="--batch-size")
+    final_epochs: float = option(3.0, help="fine-tuning of the chosen plan at the end (without --time)",
+                                 read=number(minimum=0), flag="--final-epochs")
+    distill: bool = option(True, help="the final fine-tune learns from the uncompressed model's soft outputs too "
+                                      "(knowledge distillation); --no-distill: from the labels only",
+                           read=switch(), flag="--no-distill", const=False)
+    lr: float = option(0.01, help="fine-tuning learning rate (cosine to 0)", read=number(above=0), flag="--lr", kept=True)
+    batch_size: int = option(128, help="images per training step", read=integer(minimum=1), flag="--batch-size", kept=True)
     device: str = option("auto", help="auto | cpu | cuda | cuda:N", read=text(DEVICE_PATTERN, "auto, cpu, cuda or cuda:N"),
                          flag="--device")
     precision: str = option("auto", help="number format of training steps: auto (bf16 on CUDA and on a CPU with "
-                                         "AVX512-BF16 or AMX, where it is about 2x faster; fp32 elsewhere), fp32, or "
-                                         "bf16 (also on a CPU without them, where it is slower); evaluation and scoring "
-                                         "stay fp32 on a CPU",
+                                         "AVX512-BF16 or AMX; fp32 elsewhere), fp32, or bf16",
                             read=choice(lambda: PRECISIONS), flag="--precision")
-    seed: int = option(0, help="seed of training and sampling", read=integer(minimum=0), flag="--seed")
-    val_size: int = option(5000, help="validation images carved from the training set (they choose; test only reports)",
-                           read=integer(minimum=1), flag="--val-size")
-    split_seed: int = option(0, help="seed of the stratified train/val split", read=integer(minimum=0), flag="--split-seed")
-    sparsity_min: float = option(0.0, help="least sparsity of a layer (share of its weights pruned)",
-                                 read=number(minimum=0, below=1), flag="--min-sparsity")
+    seed: int = option(0, help="seed of training and sampling", read=integer(minimum=0), flag="--seed", kept=True)
     sparsity_max: float = option(0.95, help="most sparsity of a layer", read=number(minimum=0, below=1),
-                                 flag="--max-sparsity")
-    bits_min: int = option(2, help="fewest bits of a layer's codes", read=integer(MIN_BITS, MAX_BITS), flag="--min-bits")
-    bits_max: int = option(8, help="most bits of a layer's codes", read=integer(MIN_BITS, MAX_BITS), flag="--max-bits")
+                                 flag="--max-sparsity", kept=True)
+    bits_min: int = option(1, help="fewest bits of a layer's codes", read=integer(MIN_BITS, MAX_BITS), flag="--min-bits",
+                           kept=True)
+    bits_max: int = option(8, help="most bits of a layer's codes", read=integer(MIN_BITS, MAX_BITS), flag="--max-bits",
+                           kept=True)
     quantizers: list[str] = option(help="comma-separated quantizers; several are searched per layer",
-                                   read=choices(quantizer_names), flag="--quantizers", default_factory=lambda: ["clipq"])
+                                   read=choices(quantizer_names), flag="--quantizers",
+                                   default_factory=lambda: ["clipq_full"], kept=True)
+    val_size: int = option(5000, help="validation images carved from the training set (they choose; test only reports)",
+                           read=integer(minimum=1), flag="--val-size", expert=True, kept=True)
+    split_seed: int = option(0, help="seed of the stratified train/val split", read=integer(minimum=0), flag="--split-seed",
+                             expert=True, kept=True)
+    sparsity_min: float = option(0.0, help="least sparsity of a layer (share of its weights pruned)",
+                                 read=number(minimum=0, below=1), flag="--min-sparsity", expert=True, kept=True)
+    distill_temperature: float = option(4.0, help="softmax temperature of the distillation", read=number(above=0),
+                                        flag="--distill-temperature", expert=True)
+    distill_weight: float = option(0.9, help="share of the teacher term in the distillation loss", read=number(0, 1),
+                                   flag="--distill-weight", expert=True)
     baseline_epochs: float = option(30.0, help="training of a baseline when no checkpoint is given", read=number(above=0),
-                                    flag="--baseline-epochs")
-    warm_start: bool = option(True, help="start the BO study from the uniform, projection and sensitivity plans",
-                              read=switch(), flag="--no-warm-start", const=False)
+                                    flag="--baseline-epochs", expert=True)
+    # ---- the BO study (modes bo and random)
+    sampler: str = option("cmaes", help="Optuna sampler of the study", read=choice(sampler_names), flag="--sampler",
+                          scope="bo")
+    trials: int = option(60, help="finished trials of the study in all (a resumed study counts its own)",
+                         read=integer(minimum=1), flag="--trials", scope="bo")
+    space: str = option("coefficients", help="what the sampler searches: per-group coefficients that the projection turns "
+                                             "into a plan on the exact budget, absolute per-layer values, or shifts "
+                                             "around the projection plan", read=choice(lambda: SPACES), flag="--space",
+                        scope="bo", kept=True)
+    trial_score: str = option("kl", help="what each trial is scored by: the KL to the baseline in seconds (the best "
+                                         "plans then get a short fine-tune), or validation accuracy after a short "
+                                         "fine-tune per trial", read=choice(lambda: tuple(TRIAL_SCORES)),
+                              flag="--trial-score", scope="bo", kept=True)
+    epochs_per_trial: float = option(0.1, help="the short fine-tune of a trial (val_accuracy) or of a short-listed plan "
+                                               "(kl), in epochs", read=number(minimum=0), flag="--epochs-per-trial",
+                                     scope="bo", kept=True)
+    front: str | list[int] = option("auto", help="after the search, sample the budget too over LOW:HIGH (e.g. "
+                                                 "25KB:200KB) and write the accuracy/size front (front.png); auto: "
+                                                 "half to four times the target; off: no front",
+                                    read=front_range(), flag="--front", scope="bo")
     n_jobs: int = option(1, help="worker processes on this machine (one per GPU where there are several)",
-                         read=integer(minimum=1), flag="--n-jobs")
+                         read=integer(minimum=1), flag="--n-jobs", scope="bo")
     worker: bool = option(False, help="join the study as a worker: run trials only, and leave the final fine-tune and "
                                       "files to the process started without --worker", read=switch(), flag="--worker",
-                          const=True)
+                          const=True, scope="bo")
+    timeout_seconds: float | None = option(None, help="stop starting trials after this long: 7200, 2h, 90m",
+                                           read=duration(), flag="--timeout", metavar="DURATION", scope="bo", expert=True)
+    sampler_startup_trials: int = option(10, help="random trials before a model-based sampler takes over",
+                                         read=integer(minimum=0), flag="--startup-trials", scope="bo", expert=True)
+    warm_start: bool = option(True, help="start the study from the uniform, projection and sensitivity plans",
+                              read=switch(), flag="--no-warm-start", const=False, scope="bo", expert=True)
     heartbeat_seconds: int = option(30, help="seconds between a running trial's heartbeats; a trial silent for three is "
                                              "taken as its worker's death, marked failed and re-queued",
-                                    read=integer(minimum=1), flag="--heartbeat")
+                                    read=integer(minimum=1), flag="--heartbeat", scope="bo", expert=True)
     max_retries: int = option(2, help="times a dead worker's trial is re-queued", read=integer(minimum=0),
-                              flag="--max-retries")
-    space: str = option("absolute", help="what the sampler searches: absolute per-layer values, shifts around the "
-                                         "projection plan, or per-group coefficients that the projection turns into a "
-                                         "plan on the exact budget", read=choice(lambda: SPACES), flag="--space")
-    coefficient_groups: str = option("role", help="coefficients space: one coefficient per group of layers with the same "
-                                                  "role in a stage, or per layer", read=choice(lambda: GROUPINGS),
-                                     flag="--coefficient-groups")
+                              flag="--max-retries", scope="bo", expert=True)
     coefficient_range: float = option(4.0, help="coefficients space: each coefficient lies in [1/R, R]",
-                                      read=number(above=1), flag="--coefficient-range")
-    trial_score: str = option("val_accuracy", help="what each trial is scored by", read=choice(lambda: tuple(TRIAL_SCORES)),
-                              flag="--trial-score")
-    score_images: int = option(1024, help="kl score: training images the KL is averaged over", read=integer(minimum=16),
-                               flag="--score-images")
-    score_bn_images: int = option(512, help="kl score: augmented training images behind the re-estimated BN statistics",
-                                  read=integer(minimum=1), flag="--score-bn-images")
-    score_steps: int = option(0, help="kl score: distillation steps under the plan before scoring", read=integer(minimum=0),
-                              flag="--score-steps")
-    score_temperature: float = option(1.0, help="kl score: temperature T of the KL (both outputs softened by T, the KL "
-                                                "scaled by T^2); a larger T weighs every image's whole output, not only "
-                                                "the few confidently wrong ones, and is less noisy",
-                                      read=number(above=0), flag="--score-temperature")
-    front: list[int] | None = option(None, help="kl score: after the search, sample the budget too over LOW:HIGH "
-                                                "(e.g. 25KB:200KB) and write the accuracy/size front (front.png)",
-                                     read=size_range(), flag="--front")
-    front_trials: int = option(60, help="front: trials that sample coefficients and the budget", read=integer(minimum=1),
-                               flag="--front-trials")
-    front_finetunes: int = option(4, help="front: points of the front given the short fine-tune", read=integer(minimum=0),
-                                  flag="--front-finetunes")
-    rescore_top: int = option(0, help="kl score: after the search, score this many of the best-scored plans (and the "
-                                      "projection warm start) again on --rescore-images training images the search never "
-                                      "saw, and short-list by that score (0: short-list by the search's own score)",
-                              read=integer(minimum=0), flag="--rescore-top")
-    rescore_images: int = option(4096, help="kl score: training images of the re-score (--rescore-top), none of them the "
-                                            "search's own", read=integer(minimum=16), flag="--rescore-images")
-    finetune_top: int = option(3, help="kl score: how many of the best-scored plans get the short fine-tune "
-                                       "(--epochs-per-trial); the best of them gets the final one",
-                               read=integer(minimum=1), flag="--finetune-top")
-    finetune_projection: bool = option(False, help="kl score: the projection warm start gets the short fine-tune too, so "
-                                                   "the search returns a plan of its own only when that plan is also "
-                                                   "closer to the baseline than the warm start after the short fine-tune",
-                                       read=switch(), flag="--finetune-projection", const=True)
-    finetune_seeds: int = option(0, help="kl score: 0: each short fine-tune has a data order of its own (seed + trial "
-                                         "number); N: every short-listed plan is fine-tuned with the same N seeds (seed, "
-                                         "seed+1, ...) and ranked by its mean KL, so the comparison is not decided by "
-                                         "which plan drew the luckier data order (common random numbers)",
-                                 read=integer(minimum=0), flag="--finetune-seeds")
-    finetune_distill: bool = option(False, help="kl score: the short fine-tune learns from the baseline's soft outputs "
-                                                "as well as the labels (--distill-temperature, --distill-weight), as a "
-                                                "distilled final fine-tune does, so that it ranks plans by what the final "
-                                                "one will make of them",
-                                    read=switch(), flag="--finetune-distill", const=True)
-    race_top: int = option(1, help="kl score: how many of the short-fine-tuned plans start the final fine-tune; after "
-                                   "--race-epochs the one closest to the baseline on the validation split (KL) carries "
-                                   "on and the others stop (1: no race, the best after the short fine-tune goes on)",
-                           read=integer(minimum=1), flag="--race-top")
-    race_epochs: int = option(3, help="race: epochs of the final fine-tune each racing plan gets before the choice",
-                              read=integer(minimum=1), flag="--race-epochs")
-    targets: list[int] | None = option(None, help="admm: a sweep of targets, e.g. 200KB,100KB,50KB (one run each)",
-                                       read=sizes(), flag="--targets", metavar="SIZES")
-    admm_epochs: float = option(2.0, help="admm: epochs of ADMM training before the plan is made hard",
-                                read=number(above=0), flag="--admm-epochs")
-    projections_per_epoch: int = option(4, help="admm: projections onto the size budget (Z-steps) per epoch",
-                                        read=integer(minimum=1), flag="--projections-per-epoch")
-    rho_start: float = option(0.01, help="admm: penalty weight at the start (grows geometrically)", read=number(above=0),
-                              flag="--rho-start")
-    rho_end: float = option(1.0, help="admm: penalty weight at the last projection", read=number(above=0),
-                            flag="--rho-end")
-    gate_epochs: float = option(1.0, help="bayesbits: epochs of training the weights and the gates together before "
-                                          "the plan is made hard", read=number(above=0), flag="--gate-epochs")
-    gate_groups: str = option("kernel", help="bayesbits: what one pruning gate of a convolution shuts: an output "
+                                      read=number(above=1), flag="--coefficient-range", scope="bo", expert=True, kept=True)
+    pruner: str = option("median", help="Optuna pruner: stops weak trials early", read=choice(pruner_names),
+                         flag="--pruner", scope="val_accuracy", expert=True)
+    score_images: int = option(1024, help="training images the KL is averaged over", read=integer(minimum=16),
+                               flag="--score-images", scope="kl", expert=True, kept=True)
+    score_bn_images: int = option(512, help="augmented training images behind the re-estimated BN statistics",
+                                  read=integer(minimum=1), flag="--score-bn-images", scope="kl", expert=True, kept=True)
+    finetune_top: int = option(1, help="how many of the best-scored plans get the short fine-tune (--epochs-per-trial); "
+                                       "the best of them gets the final one", read=integer(minimum=1),
+                               flag="--finetune-top", scope="kl", expert=True)
+    front_trials: int = option(40, help="trials that sample coefficients and the budget", read=integer(minimum=1),
+                               flag="--front-trials", scope="kl", expert=True)
+    front_finetunes: int = option(2, help="points of the front given the short fine-tune", read=integer(minimum=0),
+                                  flag="--front-finetunes", scope="kl", expert=True)
+    # ---- mode admm
+    targets: list[int] | None = option(None, help="a sweep of targets, e.g. 200KB,100KB,50KB (one run each)",
+                                       read=sizes(), flag="--targets", metavar="SIZES", scope="admm", kept=True)
+    admm_epochs: float = option(2.0, help="epochs of ADMM training before the plan is made hard",
+                                read=number(above=0), flag="--admm-epochs", scope="admm")
+    projections_per_epoch: int = option(4, help="projections onto the size budget (Z-steps) per epoch",
+                                        read=integer(minimum=1), flag="--projections-per-epoch", scope="admm", expert=True)
+    rho_start: float = option(0.01, help="penalty weight at the start (grows geometrically)", read=number(above=0),
+                              flag="--rho-start", scope="admm", expert=True)
+    rho_end: float = option(1.0, help="penalty weight at the last projection", read=number(above=0),
+                            flag="--rho-end", scope="admm", expert=True)
+    # ---- mode bayesbits
+    gate_epochs: float = option(1.0, help="epochs of training the weights and the gates together before "
+                                          "the plan is made hard", read=number(above=0), flag="--gate-epochs",
+                                scope="bayesbits")
+    gate_groups: str = option("kernel", help="what one pruning gate of a convolution shuts: an output "
                                              "channel, or a kernel (one output x input channel pair)",
-                              read=choice(lambda: ("channel", "kernel")), flag="--gate-groups")
-    gate_masks: str = option("magnitude", help="bayesbits: which weights the hard plan keeps: in each layer the largest, "
+                              read=choice(lambda: ("channel", "kernel")), flag="--gate-groups", scope="bayesbits",
+                              expert=True)
+    gate_masks: str = option("magnitude", help="which weights the hard plan keeps: in each layer the largest, "
                                               "as many as its gates kept (magnitude), or exactly the groups its gates kept",
-                             read=choice(lambda: ("magnitude", "gates")), flag="--gate-masks")
-    gate_lr: float = option(0.3, help="bayesbits: Adam learning rate of the gates' log-alpha", read=number(above=0),
-                            flag="--gate-lr")
+                             read=choice(lambda: ("magnitude", "gates")), flag="--gate-masks", scope="bayesbits",
+                             expert=True)
+    gate_lr: float = option(0.3, help="Adam learning rate of the gates' log-alpha", read=number(above=0),
+                            flag="--gate-lr", scope="bayesbits", expert=True)
+    # not a setting: True for the shared settings of several modes (``compare``), which :meth:`for_mode` narrows
+    any_mode: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, any_mode: bool) -> None:
         apply_readers(self)
         for fields, problem in _cross_problems(self):
             if problem:
                 raise SettingError(fields, problem)
+        for name, problem in [] if any_mode else _scope_problems(self):
+            raise SettingError([name], problem)
+
+    def for_mode(self, mode: str, **changes: Any) -> SearchSettings:
+        """These settings for a run of ``mode``: every setting that mode does not read goes back to its default
+        (``compare`` runs each strategy from one set of settings)."""
+        values = {**self.to_dict(), "mode": mode, **changes}
+        for name, declared in SETTING_OPTIONS.items():
+            if declared.scope is not None and name not in changes and not _scope_applies(declared.scope, mode, values):
+                values[name] = default_of(SearchSettings, name)
+        return SearchSettings(**values)
+
+    def reads(self, scope: str) -> bool:
+        """Whether this run reads the settings of ``scope`` (``bo``, ``kl``, ``admm``... see ``SCOPES``)."""
+        return _scope_applies(scope, self.mode, self.to_dict())
+
+    def changed_kept_settings(self, recorded: dict[str, Any]) -> list[str]:
+        """The settings that make a study what it is (declared ``kept``) and differ from those a study
+        ``recorded`` when it was created; a setting the record lacks (an older version's), and one this run's mode
+        does not read (the study's trials of another mode), are not compared."""
+        today = self.to_dict()
+        return [name for name, declared in SETTING_OPTIONS.items()
+                if declared.kept and (declared.scope is None or self.reads(declared.scope)) and name in recorded
+                and _comparable(recorded[name]) != _comparable(today[name])]
+
+    @property
+    def resolved_front(self) -> list[int] | None:
+        """The budget range of the front, or None where there is none (off, or a search that is not kl-scored
+        in the coefficient space); ``auto`` is half to four times the target."""
+        if self.front == "off" or not (self.space == "coefficients" and kl_scored(self.trial_score)):
+            return None
+        if isinstance(self.front, str):  # auto
+            return [max(self.target_bytes // 2, 1), self.target_bytes * 4]
+        return list(self.front)
 
     @property
     def resolved_targets(self) -> list[int]:
@@ -236,13 +264,13 @@ class SearchSettings:
 
     @property
     def objective(self) -> TrialObjective:
-        """What this search's trials are scored by (metric name and direction)."""
-        return TRIAL_SCORES[self.trial_score]
+        """What this search's trials are scored by (metric name and direction): ``trial_score`` in the modes of the
+        study (bo, random); the other modes' trials are scored by validation accuracy."""
+        return TRIAL_SCORES[self.trial_score if self.reads("bo") else "val_accuracy"]
 
     @property
     def score_settings(self) -> ScoreSettings:
-        return ScoreSettings(images=self.score_images, bn_images=self.score_bn_images, steps=self.score_steps,
-                             temperature=self.score_temperature, lr=self.lr, seed=self.split_seed)
+        return ScoreSettings(images=self.score_images, bn_images=self.score_bn_images, seed=self.split_seed)
 
     @property
     def num_classes(self) -> int:
@@ -269,26 +297,49 @@ def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str
         (("n_jobs", "worker", "mode"), None if settings.mode == "bo" or (settings.n_jobs == 1 and not settings.worker) else
          f"n_jobs and worker apply to mode bo, where trials can run side by side; mode {settings.mode} runs in one process"),
         (("front", "space", "trial_score"),
-         None if settings.front is None or (settings.space == "coefficients" and settings.trial_score == "kl") else
-         "front (the budget sampled over a range) needs space coefficients and trial_score kl, where a trial takes seconds"),
-        (("rescore_top", "trial_score"), None if settings.rescore_top == 0 or settings.trial_score == "kl" else
-         "rescore_top (a second score on fresh images) re-scores plans of the kl score: it needs trial_score kl"),
-        (("finetune_projection", "trial_score"), None if not settings.finetune_projection or settings.trial_score == "kl"
-         else "finetune_projection (the projection in the short fine-tune) is a level of the kl score: it needs trial_score kl"),
-        (("finetune_seeds", "trial_score"), None if settings.finetune_seeds == 0 or settings.trial_score == "kl" else
-         "finetune_seeds (shared seeds for the short fine-tune) is a level of the kl score: it needs trial_score kl"),
-        (("finetune_distill", "trial_score"), None if not settings.finetune_distill or settings.trial_score == "kl" else
-         "finetune_distill (a distilled short fine-tune) is a level of the kl score: it needs trial_score kl"),
-        (("race_top", "trial_score", "finetune_top"),
-         None if settings.race_top == 1 or (settings.trial_score == "kl" and settings.race_top <= settings.finetune_top) else
-         f"race_top ({settings.race_top}) races plans of the kl score's short list: it needs trial_score kl and at most "
-         f"finetune_top ({settings.finetune_top}) plans"),
-        (("race_top", "race_epochs", "final_epochs"),
-         None if settings.race_top == 1 or settings.race_epochs < settings.final_epochs else
-         f"race_epochs ({settings.race_epochs}) must be fewer than final_epochs ({settings.final_epochs:g}): the winner of "
-         "the race carries on to the end of the final fine-tune"),
+         None if settings.front in ("auto", "off") or (settings.space == "coefficients" and kl_scored(settings.trial_score))
+         else "front (the budget sampled over a range) needs space coefficients and trial_score kl, where a trial takes "
+              "seconds"),
         registered(settings.mode).settings_problem(settings) or ((), None),
     ]
+
+
+# When a setting's scope applies: (what it belongs to, for the message; the test on the mode's scopes and the settings).
+SCOPES: dict[str, tuple[str, Callable[[tuple[str, ...], dict[str, Any]], bool]]] = {
+    "bo": ("mode bo (or random)", lambda scopes, values: "bo" in scopes),
+    "kl": ("mode bo with trial_score kl", lambda scopes, values: "bo" in scopes and kl_scored(values["trial_score"])),
+    "val_accuracy": ("mode bo with trial_score val_accuracy",
+                     lambda scopes, values: "bo" in scopes and not kl_scored(values["trial_score"])),
+    "admm": ("mode admm", lambda scopes, values: "admm" in scopes),
+    "bayesbits": ("mode bayesbits", lambda scopes, values: "bayesbits" in scopes),
+}
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def kl_scored(trial_score: str) -> bool:
+    """Whether ``trial_score`` is the KL score or a registered variant of it (same metric)."""
+    return TRIAL_SCORES[trial_score].metric == TRIAL_SCORES["kl"].metric
+
+
+def _scope_applies(scope: str, mode: str, values: dict[str, Any]) -> bool:
+    return SCOPES[scope][1](tuple(getattr(registered(mode), "scopes", ())), values)
+
+
+def _scope_problems(settings: SearchSettings) -> list[tuple[str, str]]:
+    """Settings given a value other than their default that the run's mode (or trial score) does not read."""
+    values = settings.to_dict()
+    problems = []
+    for name, declared in SETTING_OPTIONS.items():
+        if declared.scope is None or _scope_applies(declared.scope, settings.mode, values):
+            continue
+        if values[name] != default_of(SearchSettings, name):
+            score = f" with trial_score {settings.trial_score}" if declared.scope in ("kl", "val_accuracy") else ""
+            problems.append((name, f"{name} belongs to {SCOPES[declared.scope][0]}; this search runs mode "
+                                   f"{settings.mode}{score}: leave it out, or run that mode"))
+    return problems
 
 
 SETTING_OPTIONS = options_of(SearchSettings)
@@ -309,14 +360,18 @@ class Source:
     key: str | None = None
 
     def describe(self, value: Any) -> str:
+        if self.flag is not None and self.flag.endswith("="):  # --set NAME=VALUE
+            return f"{self.flag}{value}"
         if self.flag is not None:
             shown = "" if isinstance(value, bool) else f" {value}"
             return f"{self.flag}{shown}"
         return f"{self.preset}, line {self.line} ({self.key})"
 
 
-def load_settings(preset: Path | str | None, flags: dict[str, Any]) -> SearchSettings:
-    """Preset values (if any), then every flag value that is not None, checked together.
+def load_settings(preset: Path | str | None, flags: dict[str, Any], assignments: dict[str, str] | None = None, *,
+                  any_mode: bool = False) -> SearchSettings:
+    """Preset values (if any), then ``--set NAME=VALUE`` assignments, then every flag value that is not None,
+    checked together.
 
     ``flags`` maps setting names (or their flag-style aliases) to raw values. Any problem is one
     :class:`AutocompressError` naming the setting, where it came from, and what is allowed."""
@@ -326,6 +381,13 @@ def load_settings(preset: Path | str | None, flags: dict[str, Any]) -> SearchSet
         for key, (value, line) in read_preset(Path(preset)).items():
             name = _setting_name(key, Path(preset), line)
             values[name], sources[name] = value, Source(preset=Path(preset), line=line, key=key)
+    for key, value in (assignments or {}).items():
+        name = _ALIASES.get(key, key)
+        if name not in SETTING_OPTIONS:
+            close = difflib.get_close_matches(key, sorted(SETTING_OPTIONS), n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else "; docs/reference.md lists the settings"
+            raise AutocompressError(f"--set {key}={value}: unknown setting {key!r}{hint}")
+        values[name], sources[name] = value, Source(flag=f"--set {key}=")
     for key, value in flags.items():
         if value is None:
             continue
@@ -339,7 +401,7 @@ def load_settings(preset: Path | str | None, flags: dict[str, Any]) -> SearchSet
         else:
             raise AutocompressError("no target: pass --target-size (e.g. 50KB, 1MB) or set target_size in the preset")
     try:
-        return SearchSettings(**values)
+        return SearchSettings(**values, any_mode=any_mode)
     except SettingError as error:
         raise AutocompressError(located(error, values, sources)) from None
 
@@ -389,5 +451,10 @@ def read_preset(path: Path) -> dict[str, tuple[Any, int]]:
     if not isinstance(document, dict) or not isinstance(node, yaml.MappingNode):
         raise AutocompressError(f"{path}: a preset is a mapping of settings (key: value per line), got "
                                 f"{type(document).__name__}")
-    lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+    lines: dict[str, int] = {}
+    for key, _ in node.value:
+        if str(key.value) in lines:
+            raise AutocompressError(f"{path}, line {key.start_mark.line + 1}: setting {str(key.value)!r} is given twice "
+                                    f"(first on line {lines[str(key.value)]}); keep one")
+        lines[str(key.value)] = key.start_mark.line + 1
     return {str(key): (value, lines.get(str(key), 1)) for key, value in document.items()}

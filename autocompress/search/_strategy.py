@@ -39,6 +39,7 @@ class Strategy(ABC):
     summary: ClassVar[str]  # one line: what it does (help texts, compare.md)
     hyperparameters: ClassVar[tuple[str, ...]]  # what a user of it must choose besides the model (compare's count)
     training_phase: ClassVar[str | None] = None  # the setting holding the epochs of a phase before the hard fine-tune
+    scopes: ClassVar[tuple[str, ...]] = ()  # the groups of settings it reads besides the common ones (``SCOPES``)
 
     @abstractmethod
     def run(self, context: SearchContext) -> SearchOutcome:
@@ -63,7 +64,7 @@ class Strategy(ABC):
         if self.training_phase is not None:
             phase: dict[str, Any] = {self.training_phase: epochs / 2}
             return dataclasses.replace(settings, **phase, final_epochs=epochs / 2)
-        return dataclasses.replace(settings, final_epochs=epochs, trials=1, epochs_per_trial=0.0, warm_start=False)
+        return dataclasses.replace(settings, final_epochs=epochs)
 
 
 def get_strategy(name: str) -> Strategy:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -19,9 +21,16 @@ from torch import nn
 from autocompress.engine import Distillation, resolved_precision
 from autocompress.errors import AutocompressError
 from autocompress.pack import SizeAccountant
-from autocompress.pipeline import CompressedModel, finetune_under_plan_, harden_and_measure
+from autocompress.pipeline import (
+    BN_RECALIBRATION_BATCH_SIZE,
+    BN_RECALIBRATION_BATCHES,
+    CompressedModel,
+    finetune_under_plan_,
+    harden_and_measure,
+)
 from autocompress.plan import Plan
 from autocompress.search._budget import fit_to_budget
+from autocompress.search._clock import FINISHING_SECONDS
 from autocompress.search._context import SearchContext
 from autocompress.search._outcome import SearchOutcome, finished_single_plan, outcome_of, write_best
 from autocompress.search._records import TrialRecord
@@ -72,6 +81,9 @@ def finetune_plan(model: nn.Module, plan: Plan, context: SearchContext, *, masks
     Its training state is saved in the study folder after every epoch (:func:`finetune_state_path`),
     so a run that was stopped (Ctrl-C, a kill, a lost machine) and started again carries on after
     the last finished epoch instead of from the start; the file goes once the fine-tune is done."""
+    if context.clock is not None:
+        epochs = time_sized_epochs(model, plan, context, masks=masks)
+        context.settings = dataclasses.replace(context.settings, final_epochs=epochs)
     settings = context.settings
     state = finetune_state_path(model, plan, context, masks) if settings.final_epochs > 0 else None
     if state is not None and state.exists():
@@ -82,6 +94,50 @@ def finetune_plan(model: nn.Module, plan: Plan, context: SearchContext, *, masks
                          precision=settings.precision)
     if state is not None:
         state.unlink(missing_ok=True)
+
+
+PROBE_STEPS = 12  # training steps timed before a time-sized final fine-tune (the first two are not counted)
+MIN_FINAL_STEPS = 10
+
+
+def time_sized_epochs(model: nn.Module, plan: Plan, context: SearchContext, *,
+                      masks: dict[str, torch.Tensor] | None = None) -> float:
+    """The final fine-tune's epochs that fill the time left of ``--time``: the time left, less what evaluating,
+    packing and reporting the result will take, over the measured seconds of one of its own steps (with its
+    distillation and number format), in whole steps. Says when the time is too short for a useful fine-tune."""
+    assert context.clock is not None
+    settings, train_set = context.settings, context.splits.train
+    step_seconds = measure_step_seconds(model, plan, context, masks=masks)
+    evaluated = len(context.splits.val) + len(context.splits.test) + BN_RECALIBRATION_BATCHES * BN_RECALIBRATION_BATCH_SIZE
+    reserve = FINISHING_SECONDS + 0.5 * step_seconds * evaluated / settings.batch_size  # a forward pass: about a third of a step
+    steps_per_epoch = max(len(train_set) // settings.batch_size, 1)
+    steps = int((context.clock.remaining() - reserve) / step_seconds)
+    if steps < MIN_FINAL_STEPS:
+        context.log(f"warning: --time leaves {max(context.clock.remaining(), 0):.0f} s for the final fine-tune, too little "
+                    f"for more than {max(steps, 0)} steps of {step_seconds:.2f} s; it takes {MIN_FINAL_STEPS} steps and ends "
+                    "late. Give --time more")
+        steps = MIN_FINAL_STEPS
+    epochs = steps / steps_per_epoch
+    context.log(f"final fine-tune sized to --time: {epochs:.2f} epochs ({steps} steps of {step_seconds:.2f} s); the job "
+                f"ends about {context.clock.end_text()}")
+    return epochs
+
+
+def measure_step_seconds(model: nn.Module, plan: Plan, context: SearchContext, *,
+                         masks: dict[str, torch.Tensor] | None = None) -> float:
+    """Seconds of one step of the final fine-tune of ``plan``, timed on a copy of ``model`` (median of the
+    steps after the first two)."""
+    settings = context.settings
+    order = torch.randperm(len(context.splits.train), generator=torch.Generator().manual_seed(settings.seed))
+    probe_set = context.splits.train.subset(order[: PROBE_STEPS * settings.batch_size])
+    stamps: list[float] = []
+    probe = copy.deepcopy(model)
+    finetune_under_plan_(probe, plan, probe_set, device=context.device, epochs=1.0, lr=settings.lr,
+                         batch_size=settings.batch_size, seed=settings.seed, progress=False,
+                         on_step=lambda _: stamps.append(time.perf_counter()), masks=masks,
+                         distillation=final_distillation(context), precision=settings.precision, recalibrate=False)
+    gaps = sorted(later - earlier for earlier, later in itertools.pairwise(stamps[1:]))
+    return gaps[len(gaps) // 2] if gaps else 1.0
 
 
 def finetune_state_path(model: nn.Module, plan: Plan, context: SearchContext,

@@ -48,6 +48,9 @@ class Option:
     const: Any = _MISSING  # a switch: the flag takes no value and sets this one
     metavar: str | None = None
     nullable: bool = False  # None is a valid value (it means "not set": a documented default applies)
+    scope: str | None = None  # the mode or score it belongs to (see ``SCOPES`` in the settings); None: every search
+    expert: bool = False  # set in a preset, from Python or with ``--set NAME=VALUE``; no flag of its own in ``search --help``
+    kept: bool = False  # part of what a study is: a rerun of the study with another value is refused
 
     @property
     def is_switch(self) -> bool:
@@ -55,9 +58,11 @@ class Option:
 
 
 def option(default: Any = _MISSING, *, help: str, read: Reader, flag: str | None = None, const: Any = _MISSING,
-           metavar: str | None = None, default_factory: Callable[[], Any] | None = None) -> Any:
+           metavar: str | None = None, default_factory: Callable[[], Any] | None = None, scope: str | None = None,
+           expert: bool = False, kept: bool = False) -> Any:
     """A dataclass field declared with its :class:`Option` (``None`` as default makes it nullable)."""
-    declared = Option(help=help, read=read, flag=flag, const=const, metavar=metavar, nullable=default is None)
+    declared = Option(help=help, read=read, flag=flag, const=const, metavar=metavar, nullable=default is None, scope=scope,
+                      expert=expert, kept=kept)
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata={"option": declared})
     if default is _MISSING:  # a required setting
@@ -186,6 +191,24 @@ def size_range() -> Reader:
         return [low, high]
 
     return _described(read, "LOW:HIGH")
+
+
+def front_range() -> Reader:
+    """``auto``, ``off``, or a budget range ``LOW:HIGH`` (see :func:`size_range`)."""
+    budgets = size_range()
+
+    def read(value: Any) -> str | list[int]:
+        if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
+            return "off"
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            result: list[int] = budgets(value)
+        except SettingValueError as error:
+            raise SettingValueError(f"{error} (or auto, or off)") from None
+        return result
+
+    return _described(read, "LOW:HIGH|auto|off")
 
 
 def duration() -> Reader:

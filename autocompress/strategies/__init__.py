@@ -13,7 +13,7 @@ from autocompress.strategies._bayesbits import BayesBitsStrategy, GateSchedule, 
 from autocompress.strategies._bo import BoStrategy, RandomStrategy
 from autocompress.strategies._front import FRONT_SUFFIX, run_front
 from autocompress.strategies._proposals import PROPOSERS, Proposer, proposer_for, warm_start_plans
-from autocompress.strategies._scoring import SCORINGS, TrialScoring
+from autocompress.strategies._scoring import SCORINGS, CheapKL, TrialScoring, register_scoring
 from autocompress.strategies._single import ProjectionStrategy, UniformStrategy, projection_plan, uniform_plan
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "AdmmStrategy",
     "BayesBitsStrategy",
     "BoStrategy",
+    "CheapKL",
     "GateSchedule",
     "ProjectionStrategy",
     "Proposer",
@@ -34,6 +35,7 @@ __all__ = [
     "admm_train_",
     "projection_plan",
     "proposer_for",
+    "register_scoring",
     "run_front",
     "train_gates_",
     "uniform_plan",

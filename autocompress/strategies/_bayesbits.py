@@ -252,6 +252,7 @@ def top_plan(space: SearchSpace, model_spec: str) -> Plan:
 
 class BayesBitsStrategy(Strategy):
     name = "bayesbits"
+    scopes = ("bayesbits",)
     summary = ("gates learned with the weights choose each layer's 2, 4 or 8 bits and its pruning under the "
                "expected bytes (Bayesian Bits, van Baalen et al. 2020), then fine-tuned hard")
     training_phase = "gate_epochs"  # compare: half the budget here, half for the hard fine-tune

@@ -24,7 +24,6 @@ from autocompress.search import (
     StudyFacts,
     TrialRecord,
     best_feasible_trial,
-    finetune_state_path,
     finished_final,
     finished_trials,
     local_workers,
@@ -43,6 +42,7 @@ from autocompress.units import format_size
 
 class BoStrategy(Strategy):
     name = "bo"
+    scopes = ("bo",)
     summary = "per-layer sparsity and bits by Bayesian optimisation (an Optuna study), in-parallel pruning-quantization (CLIP-Q)"
     hyperparameters: ClassVar[tuple[str, ...]] = ("target size", "trials", "epochs per trial", "final epochs", "learning rate",
                                                   "sampler", "pruner", "max sparsity", "min bits", "max bits")
@@ -66,7 +66,8 @@ class BoStrategy(Strategy):
         """Fine-tune the chosen plan, write ``best.acz``/``best.yaml``, then record it in the study."""
         settings = context.settings
         teacher = f", distilled from the baseline at T={settings.distill_temperature:g}" if settings.distill else ""
-        context.log(f"final fine-tune of trial {chosen.trial_number} ({settings.final_epochs:g} epochs{teacher})")
+        length = "sized to the time left" if context.clock is not None else f"{settings.final_epochs:g} epochs"
+        context.log(f"final fine-tune of trial {chosen.trial_number} ({length}{teacher})")
         compressed = scoring.final(chosen)
         final_plan = write_best(context.settings.study_dir, compressed, context, trial_number=chosen.trial_number,
                                 extra=chosen.facts)
@@ -81,7 +82,7 @@ class BoStrategy(Strategy):
             queued = enqueue_warm_starts(study, proposer)
             context.log(f"warm start: queued {', '.join(queued) or 'nothing (no uniform plan fits)'}")
         with local_workers(settings, log=context.log):
-            optimize(study, scoring.objective, trials=settings.trials, timeout_seconds=settings.timeout_seconds,
+            optimize(study, scoring.objective, trials=settings.trials, timeout_seconds=trial_timeout(context),
                      interrupt=context.interrupt,
                      on_trial_end=lambda s, _: write_best_so_far(s, folder, settings.model, settings.target_bytes))
         write_best_so_far(study, folder, settings.model, settings.target_bytes)  # other workers' trials may have ended after ours
@@ -91,17 +92,16 @@ class BoStrategy(Strategy):
         if chosen is None:
             context.log("no feasible trial finished yet; rerun the same command to continue the study")
             return SearchOutcome.empty(context)
+        if settings.resolved_front is not None and isinstance(proposer, CoefficientProposer) and isinstance(scoring, CheapKL):
+            run_front(context, proposer, scoring.scorer)  # before the final fine-tune, which fills the time left
         final_plan = finished_final(context, chosen.trial_number, folder)
         if final_plan is not None:
             context.log(f"the final fine-tune of trial {chosen.trial_number} is done already (test "
                         f"{final_plan.result['accuracy']['test']:.2%}, {final_plan.result['packed_bytes']:,} B); "
                         f"its files are in {folder}")
-            finetune_state_path(context.baseline, chosen.plan, context).unlink(missing_ok=True)  # a race's, not needed
             final_plan = restate_choice(folder, final_plan, context, chosen.facts)
         else:
             final_plan = self.final_finetune(context, scoring, chosen)
-        if settings.front is not None and isinstance(proposer, CoefficientProposer) and isinstance(scoring, CheapKL):
-            run_front(context, proposer, scoring.scorer)  # the settings guarantee both (front needs kl and coefficients)
         return outcome_of(context, final_plan, folder)
 
 
@@ -115,6 +115,13 @@ class RandomStrategy(BoStrategy):
 
     def prepare(self, settings: SearchSettings) -> SearchSettings:
         return dataclasses.replace(settings, sampler="random", warm_start=False)
+
+
+def trial_timeout(context: SearchContext) -> float | None:
+    """How long trials may still start: ``timeout``, and with ``--time`` the search's share of it."""
+    limits = [limit for limit in (context.settings.timeout_seconds,
+                                  context.clock.search_remaining() if context.clock is not None else None) if limit is not None]
+    return min(limits) if limits else None
 
 
 def should_warm_start(study: optuna.Study, created: bool, settings: SearchSettings) -> bool:

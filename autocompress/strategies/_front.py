@@ -1,6 +1,8 @@
-"""The accuracy/size front (``--front LOW:HIGH``): the budget itself sampled, since a trial takes seconds.
+"""The accuracy/size front (``--front``, by default half to four times the target): the budget itself
+sampled, since a trial takes seconds.
 
-After the search at the target, a two-objective study ``<name>.front`` samples the coefficients and
+After the search at the target (and before the final fine-tune, which fills what is left of ``--time``),
+a two-objective study ``<name>.front`` samples the coefficients and
 the budget (log scale over the range); each trial projects onto its budget and takes the cheap score,
 so its objectives are (KL to the baseline, exact packed bytes). It starts from the projection (all
 coefficients 1) at a few budgets spread over the range. Then ``front_finetunes`` points of its Pareto
@@ -30,6 +32,7 @@ from autocompress.search import (
     run_one_trial,
     worker_name,
 )
+from autocompress.search._clock import FRONT_SHARE
 from autocompress.search._study import failed_if_left_running, interruptible
 from autocompress.strategies._proposals import CoefficientProposer
 from autocompress.units import format_size
@@ -42,8 +45,8 @@ FRONT_WARM_STARTS = 6  # the projection at this many budgets spread over the ran
 def run_front(context: SearchContext, proposer: CoefficientProposer, scorer: PlanScorer) -> optuna.Study:
     """Run (or resume) the front study and fine-tune points of its front; returns the front study."""
     settings = context.settings
-    assert settings.front is not None
-    low, high = settings.front
+    assert settings.resolved_front is not None
+    low, high = settings.resolved_front
     study = open_front_study(context)
     if not study.trials:
         for budget in np.geomspace(low, high, FRONT_WARM_STARTS):
@@ -67,8 +70,12 @@ def run_front(context: SearchContext, proposer: CoefficientProposer, scorer: Pla
             context.interrupt.check()
             return score.kl, float(record.packed_bytes or 0)
 
-        with failed_if_left_running(study):
-            study.optimize(interruptible(objective), n_trials=remaining, gc_after_trial=True)
+        waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        timeout = context.clock.search_remaining(FRONT_SHARE) if context.clock is not None else None
+        with failed_if_left_running(study):  # the queued projections first, whatever the time: they take seconds
+            study.optimize(interruptible(objective), n_trials=min(waiting, remaining), gc_after_trial=True)
+            if remaining > waiting:
+                study.optimize(interruptible(objective), n_trials=remaining - waiting, timeout=timeout, gc_after_trial=True)
     finetune_front_points(context, study, scorer)
     return study
 

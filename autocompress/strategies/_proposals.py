@@ -79,7 +79,7 @@ class CoefficientProposer(Proposer):
         self.context = context
         bounds = dataclasses.replace(context.space, anchor=None)
         self.space = CoefficientSpace.build(bounds, Projector(context.sizes, bounds), uniform_plan(context),
-                                            grouping=settings.coefficient_groups, coefficient_range=settings.coefficient_range)
+                                            coefficient_range=settings.coefficient_range)
 
     def propose(self, trial: optuna.Trial) -> tuple[Plan | None, bool]:
         coefficients = self.space.suggest(trial)
