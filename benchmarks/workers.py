@@ -89,9 +89,10 @@ def run_arm(storage: str, label: str, workers: int, args: argparse.Namespace, ro
     threads = max(1, CORES // workers)
     env = {**os.environ, "PYTHONPATH": str(module_dir), "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "autocompress.cli", "search", "--target-size", "6KB", "--model", "tinynet:tiny",
-               "--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--val-size", "200",
+               "--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--set", "val_size=200",
                "--trials", str(args.trials), "--epochs-per-trial", str(args.epochs_per_trial), "--final-epochs", "0",
-               "--batch-size", "64", "--device", "cpu", "--pruner", "none", "--no-warm-start",
+               "--batch-size", "64", "--device", "cpu", "--trial-score", "val_accuracy", "--space", "absolute",
+               "--sampler", "tpe", "--front", "off", "--set", "pruner=none", "--set", "warm_start=false",
                "--storage", storage, "--study-name", study_name]
     started = time.perf_counter()
     processes = [subprocess.Popen([*command, "--output-root", str(root / "out" / f"{study_name}-{index}")], env=env,

@@ -421,10 +421,18 @@ def _largest_target(values: dict[str, Any], sources: dict[str, Source]) -> Any:
         raise AutocompressError(f"{sources['targets'].describe(values['targets'])}: targets {error}") from None
 
 
+REMOVED_SETTINGS = ("finetune_projection", "finetune_seeds", "finetune_distill", "race_top", "race_epochs",
+                    "score_temperature", "score_steps", "rescore_top", "rescore_images", "coefficient_groups")
+"""Settings of earlier versions whose A/B tied or lost (docs/experiments/): a preset that still gives one is told so."""
+
+
 def _setting_name(key: str, preset: Path, line: int) -> str:
     name = _ALIASES.get(key, key)
     if name in SETTING_OPTIONS:
         return name
+    if name in REMOVED_SETTINGS:
+        raise AutocompressError(f"{preset}, line {line}: setting {key!r} was removed on 2026-12-07 (it tied or lost its "
+                                "A/B: docs/experiments/); delete the line")
     known = sorted(set(SETTING_OPTIONS) | set(_ALIASES))
     close = difflib.get_close_matches(key, known, n=2)
     hint = f"; did you mean {' or '.join(close)}?" if close else f"; the settings are: {', '.join(sorted(SETTING_OPTIONS))}"
