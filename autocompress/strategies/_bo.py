@@ -34,6 +34,7 @@ from autocompress.search import (
     write_best,
     write_best_so_far,
 )
+from autocompress.search._study import trial_counts
 from autocompress.strategies._front import run_front
 from autocompress.strategies._proposals import CoefficientProposer, Proposer, proposer_for
 from autocompress.strategies._scoring import SCORINGS, CheapKL, Chosen, TrialScoring
@@ -81,10 +82,16 @@ class BoStrategy(Strategy):
         if should_warm_start(study, context.study_created, settings):
             queued = enqueue_warm_starts(study, proposer)
             context.log(f"warm start: queued {', '.join(queued) or 'nothing (no uniform plan fits)'}")
+        def on_trial_end(done: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+            write_best_so_far(done, folder, settings.model, settings.target_bytes)
+
         with local_workers(settings, log=context.log):
+            if context.clock is not None:  # the queued warm starts run whatever the time, so there is a plan to return
+                counts = trial_counts(study)
+                optimize(study, scoring.objective, trials=min(settings.trials, counts.finished + counts.waiting),
+                         timeout_seconds=None, interrupt=context.interrupt, on_trial_end=on_trial_end)
             optimize(study, scoring.objective, trials=settings.trials, timeout_seconds=trial_timeout(context),
-                     interrupt=context.interrupt,
-                     on_trial_end=lambda s, _: write_best_so_far(s, folder, settings.model, settings.target_bytes))
+                     interrupt=context.interrupt, on_trial_end=on_trial_end)
         write_best_so_far(study, folder, settings.model, settings.target_bytes)  # other workers' trials may have ended after ours
         if settings.worker:
             return report_worker_done(context)
