@@ -70,7 +70,7 @@ class SearchSettings:
                         read=text(), flag="--model", kept=True)
     checkpoint: str | None = option(None, help="trained weights of the model; without them a baseline is trained first "
                                                "(slow on a CPU)", read=existing_file("the model's weights"), flag="--checkpoint")
-    dataset: str = option("cifar10", help="data set", read=choice(_datasets), flag="--dataset", kept=True)
+    dataset: str = option("cifar10", help="data set", read=choice(_datasets), flag="--dataset", expert=True, kept=True)
     data_dir: str = option("data", help="folder holding cifar-10-batches-py (downloaded there when online)",
                            read=folder(), flag="--data-dir")
     mode: str = option("bo", help="how the plan is chosen (docs/modes.md)", read=choice(strategy_names),
