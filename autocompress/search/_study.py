@@ -27,7 +27,7 @@ from autocompress.search._samplers import make_pruner, make_sampler
 from autocompress.search._settings import SearchSettings
 from autocompress.search._storage import fail_trials_left_running, open_storage, redact
 
-METRIC_NAMES = ["val_accuracy"]  # the metric of studies scored by validation accuracy (the default objective)
+METRIC_NAMES = ["val_accuracy"]  # the metric of studies scored by validation accuracy (the first version's objective; kl is the default)
 FINETUNE_SUFFIX = ".finetune"  # the companion study of a kl-scored search: its short and final fine-tunes
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 STORAGE_ATTEMPTS = 3
