@@ -18,11 +18,11 @@ import yaml
 from autocompress.errors import PlanError
 from autocompress.files import write_text
 from autocompress.quantizers import quantizer_names
+from autocompress.settings import MAX_BITS, MIN_BITS
 
 PLAN_FORMAT = "autocompress/plan"
 PLAN_VERSION = 1
 QUANTIZERS: tuple[str, ...] = quantizer_names()  # the built-in quantizers (clipq, uniform, kmeans), by file id
-MIN_BITS, MAX_BITS = 1, 8
 _LAYER_FIELDS = {"sparsity", "bits", "quantizer"}
 _REQUIRED_LAYER_FIELDS = ("sparsity", "bits")
 _TOP_FIELDS = {"format", "version", "model", "target_bytes", "layers", "result"}

@@ -48,8 +48,7 @@ def run_arm(args: argparse.Namespace, name: str, seed: int, overrides: dict[str,
     ``result`` its ``best.yaml`` records, and its wall time in minutes."""
     import yaml
 
-    from autocompress.runner import run_search
-    from autocompress.search import load_settings
+    from autocompress.runner import load_settings, run_search
 
     settings = load_settings(args.config, {
         "seed": seed, "final_epochs": args.final_epochs, "output_root": str(args.output_root),

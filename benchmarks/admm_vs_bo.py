@@ -31,8 +31,8 @@ from autocompress.data import prepare_splits
 from autocompress.engine import evaluate, resolve_device, seconds_per_step
 from autocompress.models import build_model
 from autocompress.pack import read_packed
-from autocompress.runner import run_search
-from autocompress.search import best_feasible_trial, load_settings
+from autocompress.runner import load_settings, run_search
+from autocompress.study import best_feasible_trial
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,7 @@ from _common import REPO, machine_line, verdict
 from autocompress.data import prepare_splits
 from autocompress.engine import evaluate
 from autocompress.pack import read_packed
-from autocompress.search import TrialRecord
+from autocompress.study import TrialRecord
 
 
 def run_arm(args: argparse.Namespace, arm: str, preset: Path, seed: int) -> dict[str, Any]:

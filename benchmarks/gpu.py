@@ -39,8 +39,8 @@ from autocompress.data import DataSplits, prepare_splits
 from autocompress.engine import evaluate, resolve_device, train
 from autocompress.models import build_model, save_checkpoint
 from autocompress.pack import read_packed
-from autocompress.runner import run_search
-from autocompress.search import TrialRecord, load_settings
+from autocompress.runner import load_settings, run_search
+from autocompress.study import TrialRecord
 
 REPO = Path(__file__).resolve().parents[1]
 

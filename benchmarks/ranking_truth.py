@@ -42,8 +42,8 @@ BOUNDS = {"sparsity_max": 0.95, "bits_min": 2, "bits_max": 6}
 
 def make_plans(baseline: torch.nn.Module, model: str, target: int, splits, device, n_random: int, n_coefficient: int) -> dict[str, Plan]:
     """The plans, by name; every one fits ``target`` by the exact accountant."""
+    from autocompress.allocation import SearchSpace, best_uniform_plan, fit_to_budget, project_to_budget, sensitivity_plan
     from autocompress.compress import compressible_layers
-    from autocompress.search import SearchSpace, best_uniform_plan, fit_to_budget, project_to_budget, sensitivity_plan
 
     sizes = SizeAccountant(baseline, model_spec=model)
     space = SearchSpace(layers=tuple(compressible_layers(baseline)), sparsity_max=BOUNDS["sparsity_max"],
@@ -73,8 +73,8 @@ def weighted_projection(baseline, model, space, target, coefficients, seed_plan)
     (magnitude masks, the CLIP-Q levels and the exact size are invariant to a layer's scale)."""
     import copy
 
+    from autocompress.allocation import project_to_budget
     from autocompress.compress import compressible_layers
-    from autocompress.search import project_to_budget
 
     scaled = copy.deepcopy(baseline)
     with torch.no_grad():

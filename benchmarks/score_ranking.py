@@ -27,12 +27,12 @@ from pathlib import Path
 from _common import machine_line, verdict
 from scipy.stats import spearmanr
 
+from autocompress.allocation import PlanScorer, ScoreSettings
 from autocompress.data import prepare_splits
 from autocompress.engine import resolve_device
 from autocompress.models import build_model, load_checkpoint
 from autocompress.pipeline import harden_and_measure
 from autocompress.plan import Plan
-from autocompress.search import PlanScorer, ScoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}

@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 from _common import add_ab_arguments, machine_line, run_arm, verdict
 
-from autocompress.search import TrialRecord
+from autocompress.study import TrialRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = {"space": "coefficients", "trial_score": "kl", "sampler": "cmaes"}

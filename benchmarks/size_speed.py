@@ -39,11 +39,11 @@ from pathlib import Path
 import torch
 from _common import machine_line, verdict
 
+from autocompress.allocation import SearchSpace, fit_to_budget
 from autocompress.compress import compressible_layers
 from autocompress.models import build_model
 from autocompress.pack import SizeAccountant, estimate_size, export_packed
 from autocompress.plan import LayerSetting, Plan
-from autocompress.search import SearchSpace, fit_to_budget
 
 BAR_MS = 50.0
 TARGET_BYTES = 1_000_000

@@ -43,7 +43,7 @@ from _common import machine_line, verdict
 from autocompress.data import prepare_splits, write_synthetic_cifar
 from autocompress.engine import train
 from autocompress.models import build_model, save_checkpoint
-from autocompress.search import open_storage
+from autocompress.study import open_storage
 from tests._postgres import postgres_server, why_unavailable
 from tests._tiny_search import TINY_MODEL
 

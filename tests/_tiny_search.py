@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-from autocompress.search import load_settings
+from autocompress.settings import load_settings
+from autocompress.strategies import check_settings
 
 TINY_MODEL = '''
 import torch
@@ -32,4 +34,4 @@ def settings_for(root: Path, data_dir: Path, checkpoint: Path | None, *, any_mod
         values.update(trials=4, epochs_per_trial=0.1, sampler_startup_trials=2, sampler="tpe", space="absolute",
                       trial_score="val_accuracy")
     values.update(overrides)
-    return load_settings(None, values, any_mode=any_mode)
+    return load_settings(None, values, check=functools.partial(check_settings, shared=any_mode))

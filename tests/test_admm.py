@@ -15,15 +15,8 @@ import torch
 import yaml
 from torch import nn
 
-from autocompress.compress import compressible_layers, kept_count, magnitude_mask
-from autocompress.errors import AutocompressError
-from autocompress.models import build_model, load_checkpoint
-from autocompress.pack import SizeAccountant, estimate_size, read_packed
-from autocompress.pipeline import finetune_under_plan_
-from autocompress.plan import LayerSetting, Plan
-from autocompress.runner import run_search
-from autocompress.search import SearchSpace, load_settings
-from autocompress.search._projection import (
+from autocompress.allocation import SearchSpace
+from autocompress.allocation._projection import (
     _Layers,
     best_uniform_by_distortion,
     bits_for_kept,
@@ -32,6 +25,13 @@ from autocompress.search._projection import (
     project_to_budget,
     sparsity_for_kept,
 )
+from autocompress.compress import compressible_layers, kept_count, magnitude_mask
+from autocompress.errors import AutocompressError
+from autocompress.models import build_model, load_checkpoint
+from autocompress.pack import SizeAccountant, estimate_size, read_packed
+from autocompress.pipeline import finetune_under_plan_
+from autocompress.plan import LayerSetting, Plan
+from autocompress.runner import load_settings, run_search
 from autocompress.strategies import AdmmSchedule, AdmmState
 from tests._tiny_search import settings_for
 
@@ -295,7 +295,7 @@ def test_sigint_during_an_admm_sweep_keeps_finished_targets_and_a_rerun_complete
 
 
 def test_admm_refuses_an_unreachable_target_before_training(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
-    from autocompress.search import TargetUnreachableError
+    from autocompress.allocation import TargetUnreachableError
 
     settings = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, mode="admm", targets="4KB,100B", study_name="bad")
     with pytest.raises(TargetUnreachableError, match="smallest plan"):
@@ -304,7 +304,7 @@ def test_admm_refuses_an_unreachable_target_before_training(tiny_checkpoint: Pat
 
 
 def test_on_the_real_resnet20_a_larger_coefficient_buys_a_layer_more_of_the_budget(shared_dir: Path) -> None:
-    from autocompress.search import Projector
+    from autocompress.allocation import Projector
 
     model = build_model("resnet20")
     load_checkpoint(model, shared_dir / "weights" / "akamaster" / "resnet20-12fca82f.th")

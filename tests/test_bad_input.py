@@ -140,7 +140,7 @@ def run_row_here(row: Row, folder: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_table_covers_every_bounded_setting_as_a_flag_and_in_a_preset() -> None:
-    from autocompress.search import SETTING_OPTIONS
+    from autocompress.settings import SETTING_OPTIONS
 
     rows = table_rows()
     flags = {row.source for row in rows if row.given_as == "flag"}

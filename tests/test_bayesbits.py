@@ -16,13 +16,13 @@ import torch
 import yaml
 from torch import nn
 
+from autocompress.allocation import SearchSpace
 from autocompress.compress import compressible_layers, dequantize, full_precision_weight, quantize
 from autocompress.engine import train
 from autocompress.errors import AutocompressError
 from autocompress.pack import SizeAccountant, read_packed
 from autocompress.plan import LayerSetting
-from autocompress.runner import run_search
-from autocompress.search import SearchSpace, load_settings
+from autocompress.runner import load_settings, run_search
 from autocompress.strategies._bayesbits import LagrangeMultiplier, top_plan
 from autocompress.strategies._bayesbits_gates import (
     BETA,

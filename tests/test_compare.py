@@ -14,12 +14,12 @@ from torch import nn
 
 from autocompress.cli import main
 from autocompress.compare import STRATEGIES, CompareSettings, MeasureSettings, compare
-from autocompress.compare._naive import NaiveRun, min_max_levels, nearest_level, prune_then_quantize_, quantize_then_prune_
 from autocompress.compress import compressible_layers
 from autocompress.engine import count_bitops, measure_latency
 from autocompress.pack import read_packed
 from autocompress.plan import Plan
-from autocompress.search import get_strategy
+from autocompress.strategies import get_strategy
+from autocompress.strategies._naive import NaiveRun, min_max_levels, nearest_level, prune_then_quantize_, quantize_then_prune_
 from tests._tiny_search import settings_for
 
 QUICK = MeasureSettings(latency_rounds={1: 2, 256: 1})

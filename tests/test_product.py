@@ -16,17 +16,11 @@ from autocompress.cli import build_parser
 from autocompress.cli._reference import reference_markdown
 from autocompress.errors import AutocompressError, CheckpointError
 from autocompress.models import build_model, load_checkpoint, save_checkpoint
-from autocompress.runner import run_search
-from autocompress.search import (
-    FINETUNE_SUFFIX,
-    TRIAL_SCORES,
-    SearchSettings,
-    SettingError,
-    TrialRecord,
-    load_settings,
-)
-from autocompress.search._clock import JobClock
-from autocompress.strategies import SCORINGS, CheapKL, register_scoring
+from autocompress.runner import load_settings, run_search
+from autocompress.search import JobClock
+from autocompress.settings import TRIAL_SCORES, SearchSettings, SettingError
+from autocompress.strategies import SCORINGS, CheapKL, check_settings, for_mode, reads, register_scoring
+from autocompress.study import FINETUNE_SUFFIX, TrialRecord
 from tests._tiny_search import settings_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,17 +74,18 @@ def test_the_manual_is_at_most_15000_bytes_and_starts_with_the_two_commands() ->
 ])
 def test_a_setting_of_another_mode_is_refused_naming_its_mode(mode: str, values: dict, belongs: str) -> None:
     with pytest.raises(SettingError, match=f"belongs to {belongs}; this search runs mode {mode}"):
-        SearchSettings(target_bytes=50000, mode=mode, **values)
+        check_settings(SearchSettings(target_bytes=50000, mode=mode, **values))
 
 
 def test_a_setting_of_another_mode_at_its_default_is_not_a_mistake() -> None:
     settings = SearchSettings(target_bytes=50000, mode="admm", trials=60, gate_lr=0.3)
+    check_settings(settings)
     assert settings.mode == "admm"
 
 
 def test_for_mode_drops_what_the_other_mode_does_not_read() -> None:
     settings = SearchSettings(target_bytes=50000, trials=7, sampler="tpe", final_epochs=2)
-    moved = settings.for_mode("admm", admm_epochs=1.0)
+    moved = for_mode(settings, "admm", admm_epochs=1.0)
     assert (moved.mode, moved.trials, moved.sampler, moved.final_epochs, moved.admm_epochs) == ("admm", 60, "cmaes", 2, 1.0)
 
 
@@ -192,7 +187,7 @@ def test_a_new_short_list_rule_is_a_registered_subclass_without_a_flag(
     try:
         settings = default_recipe(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="rule",
                                   trial_score="kl-top2-last", front="off", space="absolute", sampler="random")
-        assert settings.reads("kl")  # a variant of the KL score takes the kl settings
+        assert reads(settings, "kl")  # a variant of the KL score takes the kl settings
         run_search(settings, log=lambda _: None)
         companion = optuna.load_study(study_name="rule" + FINETUNE_SUFFIX, storage=settings.resolved_storage)
         short = [TrialRecord.of(trial).parent for trial in companion.trials if TrialRecord.of(trial).fidelity == "finetune"]

@@ -18,23 +18,15 @@ import pytest
 import torch
 import yaml
 
+from autocompress.allocation import SearchSpace, TargetUnreachableError, best_uniform_plan, check_target, fit_to_budget, plan_distortion
 from autocompress.compress import compressible_layers
 from autocompress.errors import AutocompressError
 from autocompress.models import build_model
 from autocompress.pack import SizeAccountant, estimate_size, read_packed
 from autocompress.plan import LayerSetting, Plan
-from autocompress.runner import run_search
-from autocompress.search import (
-    SAMPLERS,
-    SearchSpace,
-    TargetUnreachableError,
-    best_uniform_plan,
-    check_target,
-    fit_to_budget,
-    load_settings,
-    plan_distortion,
-)
-from autocompress.search._interrupt import InterruptGuard
+from autocompress.runner import load_settings, run_search
+from autocompress.study._interrupt import InterruptGuard
+from autocompress.study._samplers import SAMPLERS
 from tests._tiny_search import settings_for
 
 
@@ -329,7 +321,7 @@ def test_every_shipped_preset_loads_into_valid_settings(preset: Path, tmp_path: 
 
 
 def test_the_projection_warm_start_fits_and_distorts_less_than_uniform(resnet20) -> None:
-    from autocompress.search import plan_distortion
+    from autocompress.allocation import plan_distortion
     from autocompress.strategies import projection_plan
 
     space = SearchSpace(layers=tuple(compressible_layers(resnet20)), bits_max=6)
@@ -363,7 +355,7 @@ def test_a_projection_that_prunes_layers_to_the_maximum_stays_inside_the_space(r
 
 
 def test_the_weighted_projection_at_all_ones_is_the_projection(resnet20) -> None:
-    from autocompress.search import Projector, project_to_budget
+    from autocompress.allocation import Projector, project_to_budget
 
     space = SearchSpace(layers=tuple(compressible_layers(resnet20)), bits_max=6, sparsity_max=0.95)
     sizes = SizeAccountant(resnet20, model_spec="resnet20")
@@ -380,7 +372,7 @@ def test_the_weighted_projection_at_all_ones_is_the_projection(resnet20) -> None
 
 
 def test_layers_are_grouped_by_their_role_in_a_stage() -> None:
-    from autocompress.search import layer_groups
+    from autocompress.allocation import layer_groups
 
     layers = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.shortcut.0", "linear"]
     assert layer_groups(layers) == {
@@ -390,8 +382,8 @@ def test_layers_are_grouped_by_their_role_in_a_stage() -> None:
 
 
 def test_the_cheap_score_is_repeatable_and_grows_with_compression(tiny_checkpoint: Path, synthetic_splits) -> None:
+    from autocompress.allocation import PlanScorer, ScoreSettings
     from autocompress.models import build_model, load_checkpoint
-    from autocompress.search import PlanScorer, ScoreSettings
 
     model = build_model("tinynet:tiny")
     load_checkpoint(model, tiny_checkpoint)
@@ -463,12 +455,14 @@ def test_a_kl_search_in_the_coefficient_space_records_three_fidelity_levels(
 
 
 def test_a_study_keeps_the_score_it_was_created_with(tiny_checkpoint: Path, synthetic_data_dir: Path, tmp_path: Path) -> None:
-    from autocompress.search import open_study
+    from autocompress.strategies import objective_of
+    from autocompress.study import open_study
 
     first = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="fixed")
-    open_study(first)
+    open_study(first, objective_of(first))
     with pytest.raises(AutocompressError, match="created to maximize .* score trials by kl"):
-        open_study(settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="fixed", trial_score="kl"))
+        other = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, study_name="fixed", trial_score="kl")
+        open_study(other, objective_of(other))
 
 
 def test_a_rerun_of_a_finished_search_keeps_its_final_fine_tune_unless_its_settings_change(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autocompress"
 # Lowest first: a module may import only from its own layer or the layers before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "units", "files"),
+    ("settings",),
     ("quantizers",),
     ("plan",),
     ("models", "data"),
@@ -20,6 +23,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pack",),
     ("engine",),
     ("pipeline",),
+    ("allocation",),
+    ("study",),
     ("search",),
     ("strategies",),
     ("report",),
@@ -114,3 +119,42 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_the_lowest_layers_import_nothing_above_them(module: str) -> None:
     graph = import_graph()
     assert all(layer_of(target) <= layer_of(module) for target in graph[module])
+
+
+def _imported_after(statement: str) -> set[str]:
+    """The top-level packages a fresh interpreter has imported after running ``statement``."""
+    code = f"import sys; {statement}; print(' '.join(sorted({{name.split('.')[0] for name in sys.modules}})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    return set(done.stdout.split())
+
+
+def test_the_settings_and_presets_import_no_torch_and_no_optuna() -> None:
+    imported = _imported_after("import autocompress.settings as s; s.load_settings(None, {'target_size': '50KB'})")
+    assert not {"torch", "optuna", "numpy"} & imported, sorted(imported)
+
+
+def test_the_allocation_algorithms_import_no_optuna() -> None:
+    imported = _imported_after("import autocompress.allocation")
+    assert "torch" in imported and "optuna" not in imported
+
+
+@pytest.mark.parametrize("package", sorted(path.name for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()))
+def test_no_package_exports_more_than_25_names(package: str) -> None:
+    exported = getattr(importlib.import_module(f"autocompress.{package}"), "__all__", [])
+    assert len(exported) <= 25, f"autocompress.{package} exports {len(exported)} names"
+
+
+def test_registration_is_explicit_no_module_is_imported_by_name() -> None:
+    """Every edge between modules is an import statement the layering test reads: no importlib, no __import__."""
+    dynamic = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+               if "importlib.import_module" in path.read_text() or "__import__(" in path.read_text()]
+    assert dynamic == ["models/_registry.py"], dynamic  # a user's own model, named package.module:factory
+
+
+def test_search_offers_every_strategy_but_the_naive_baselines_of_compare() -> None:
+    from autocompress.strategies import get_strategy, strategy_names
+
+    offered = set(strategy_names(searchable=True))
+    assert offered == {"bo", "random", "admm", "bayesbits", "uniform", "projection"}
+    assert {name for name in strategy_names() if not get_strategy(name).offered_by_search} == {
+        "prune-then-quantize", "quantize-then-prune"}

@@ -25,9 +25,10 @@ import yaml
 from optuna.trial import TrialState
 
 from autocompress.runner import run_search
-from autocompress.search import HeartbeatJournalStorage, best_feasible_trial, open_storage
-from autocompress.search._interrupt import InterruptGuard
-from autocompress.search._study import SurplusTrialError, claim_slot, fail_stale_trials, optimize
+from autocompress.study import best_feasible_trial, open_storage
+from autocompress.study._interrupt import InterruptGuard
+from autocompress.study._storage import HeartbeatJournalStorage
+from autocompress.study._study import SurplusTrialError, claim_slot, fail_stale_trials, optimize
 from tests._postgres import postgres_server, why_unavailable
 from tests._tiny_search import settings_for
 

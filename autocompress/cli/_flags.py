@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from autocompress.files import OutputPathError, check_output_path
-from autocompress.search import SearchSettings, options_of
-from autocompress.search.options import default_of, plain_name
+from autocompress.settings import SearchSettings, default_of, options_of
+from autocompress.settings.options import plain_name
+from autocompress.strategies import registry_of
 
 SHARED_GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("model", "checkpoint"),
@@ -50,7 +51,7 @@ class Command:
 
 
 def _help(declared: Any, default: Any) -> str:
-    allowed = getattr(declared.read, "allowed", None)
+    allowed = getattr(declared.read, "allowed", None) or registry_of(declared, search=True)
     listed = f"; one of {', '.join(allowed())}" if allowed is not None and not declared.is_switch else ""
     shown = "" if default is None or declared.is_switch else f" (default: {_shown(default)})"
     return (declared.help + listed + shown).replace("%", "%%")

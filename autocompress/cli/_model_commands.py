@@ -17,7 +17,7 @@ from autocompress.models import build_model, load_checkpoint, save_checkpoint
 from autocompress.pack import estimate_size, export_packed, read_packed
 from autocompress.pipeline import finetune_under_plan_, harden_and_measure
 from autocompress.plan import Plan
-from autocompress.search.options import integer, number
+from autocompress.settings.options import integer, number
 from autocompress.units import format_size, parse_size
 
 

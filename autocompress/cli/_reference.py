@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.cli._study_commands import SEARCH_GROUPS
-from autocompress.search import SETTING_OPTIONS, SearchSettings
-from autocompress.search.options import default_of
+from autocompress.settings import SETTING_OPTIONS, SearchSettings, default_of
+from autocompress.strategies import registry_of
 
 HEADER = """# Settings reference
 
-Generated from the settings' declarations (`autocompress/search/_settings.py`) by
+Generated from the settings' declarations (`autocompress/settings/_search.py`) by
 `python -m autocompress.cli._reference docs/reference.md`; `tests/test_cli.py` fails when this page is stale.
 
 Every setting can be given in a preset (`--config FILE.yaml`, the key is the name), from Python
@@ -46,7 +46,7 @@ def reference_markdown() -> str:
                 continue
             flag = "" if declared.expert or declared.flag is None else f"`{declared.flag}`"
             shown_name = f"`{name}`" if flag == "" else f"**`{name}`**"
-            allowed = getattr(declared.read, "allowed", None)
+            allowed = getattr(declared.read, "allowed", None) or registry_of(declared, search=True)
             listed = f" One of: {', '.join(allowed())}." if allowed is not None and not declared.is_switch else ""
             scope = f" (scope: {declared.scope})" if declared.scope not in (None, "bo", "admm", "bayesbits") else ""
             help_text = (declared.help + "." + listed + scope).replace("|", "\\|")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import shutil
@@ -17,17 +18,10 @@ from autocompress.cli._flags import COMPARE_SETTINGS, Command, add_setting_flags
 from autocompress.compare import COMPARE_OPTIONS, CompareSettings, compare, compare_settings
 from autocompress.errors import AutocompressError
 from autocompress.runner import report_study, run_search
-from autocompress.search import (
-    SETTING_OPTIONS,
-    SearchSettings,
-    StudyFacts,
-    dashboard_argument,
-    load_settings,
-    local_storage_file,
-    open_storage,
-    redact,
-)
-from autocompress.search.options import integer
+from autocompress.settings import SETTING_OPTIONS, SearchSettings, load_settings
+from autocompress.settings.options import integer
+from autocompress.strategies import check_settings
+from autocompress.study import StudyFacts, dashboard_argument, local_storage_file, open_storage, redact
 
 
 def _search_flags(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
@@ -57,7 +51,8 @@ class SearchCommand(Command):
 
     def take_action(self, args: argparse.Namespace) -> int:
         flagged = [name for name, declared in SETTING_OPTIONS.items() if not declared.expert]
-        settings = load_settings(args.config, _search_flags(args, flagged), dict(args.assignments or []))
+        settings = load_settings(args.config, _search_flags(args, flagged), dict(args.assignments or []),
+                                 check=functools.partial(check_settings, search=True))
         try:
             run_search(settings)
         except KeyboardInterrupt:
@@ -84,7 +79,8 @@ class CompareCommand(Command):
         add_setting_flags(parser, CompareSettings, [name for name in COMPARE_OPTIONS], checked=False)
 
     def take_action(self, args: argparse.Namespace) -> int:
-        search = load_settings(args.config, _search_flags(args, COMPARE_SETTINGS), any_mode=True)
+        search = load_settings(args.config, _search_flags(args, COMPARE_SETTINGS),
+                               check=functools.partial(check_settings, shared=True))
         settings = compare_settings(search, **_search_flags(args, COMPARE_OPTIONS))
         try:
             compare(settings, command="autocompress " + shlex.join(args.argv))

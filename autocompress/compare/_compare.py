@@ -23,6 +23,7 @@ import torch
 import yaml
 from torch import nn
 
+from autocompress.allocation import check_target
 from autocompress.compare._table import format_table, write_compare_report
 from autocompress.compress import compressible_layers, kept_count
 from autocompress.data import prepare_splits
@@ -31,22 +32,12 @@ from autocompress.errors import AutocompressError
 from autocompress.models import build_model, load_checkpoint
 from autocompress.pack import SizeAccountant, read_packed
 from autocompress.plan import Plan
-from autocompress.search import (
-    SearchSettings,
-    StudyFacts,
-    baseline_accuracy,
-    baseline_cache,
-    check_target,
-    dashboard_argument,
-    execute,
-    get_strategy,
-    options_of,
-    prepare_baseline,
-    redact,
-    space_for,
-    strategy_names,
-)
-from autocompress.search.options import SettingError, apply_readers, choices, integer, number, option, plain_name
+from autocompress.runner import execute
+from autocompress.search import baseline_accuracy, baseline_cache, prepare_baseline, space_for
+from autocompress.settings import SearchSettings, options_of
+from autocompress.settings.options import SettingError, apply_readers, choices, integer, number, option, plain_name
+from autocompress.strategies import for_mode, get_strategy, strategy_names
+from autocompress.study import StudyFacts, dashboard_argument, redact
 from autocompress.units import format_size
 
 STRATEGIES: tuple[str, ...] = ("uniform", "prune-then-quantize", "quantize-then-prune", "bo", "admm", "bayesbits", "random")
@@ -87,7 +78,7 @@ class CompareSettings:
 
     def for_strategy(self, strategy: str) -> SearchSettings:
         """The search settings of one strategy's study (its folder is ``folder/strategy``)."""
-        common = self.search.for_mode(strategy, output_root=str(self.folder), study_name=strategy, storage=self.storage)
+        common = for_mode(self.search, strategy, output_root=str(self.folder), study_name=strategy, storage=self.storage)
         return get_strategy(strategy).budget_settings(common, epochs=self.epochs, trials=self.trials)
 
 

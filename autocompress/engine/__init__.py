@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from autocompress.engine._device import PRECISIONS, autocast_for, native_bf16, prepare_model, resolve_device, resolved_precision
+from autocompress.engine._device import autocast_for, native_bf16, prepare_model, resolve_device, resolved_precision
 from autocompress.engine._distill import Distillation, distillation_problem
 from autocompress.engine._efficiency import BitOps, count_bitops, measure_latency
 from autocompress.engine._evaluate import evaluate, logits_of, predict
 from autocompress.engine._train import EpochCallback, Penalty, StepCallback, TrainResult, seconds_per_step, train
 
 __all__ = [
-    "PRECISIONS",
     "BitOps",
     "Distillation",
     "EpochCallback",

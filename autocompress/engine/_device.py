@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutocompressError
+from autocompress.settings import PRECISIONS
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -35,9 +36,6 @@ def resolve_device(spec: str) -> torch.device:
         return device
     raise AutocompressError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
 
-
-PRECISIONS = ("auto", "fp32", "bf16")
-"""Number formats of training steps: ``auto`` is bf16 where the device computes it natively, fp32 elsewhere."""
 
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 """Linux ``/proc/cpuinfo`` flags of x86 instructions that compute in bf16 (oneDNN emulates it without them, slowly)."""

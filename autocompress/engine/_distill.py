@@ -9,15 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autocompress.errors import AutocompressError
-
-
-def distillation_problem(temperature: float, weight: float) -> str | None:
-    """What is wrong with a distillation temperature and weight, or None."""
-    if not temperature > 0:
-        return f"the distillation temperature must be positive, got {temperature:g}"
-    if not 0 <= weight <= 1:
-        return f"the distillation weight (share of the teacher term) must be in [0, 1], got {weight:g}"
-    return None
+from autocompress.settings import distillation_problem
 
 
 @dataclass(frozen=True)

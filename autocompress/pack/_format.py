@@ -58,8 +58,9 @@ from autocompress.pack._size import (
     quantized_layer_size,
     size_of_quantized,
 )
-from autocompress.plan import MAX_BITS, MIN_BITS, LayerSetting, Plan
+from autocompress.plan import LayerSetting, Plan
 from autocompress.quantizers import get_quantizer, quantizer_for_file_id
+from autocompress.settings import MAX_BITS, MIN_BITS
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from autocompress.search import TrialRecord
+from autocompress.study import TrialRecord
 
 if TYPE_CHECKING:
     import optuna

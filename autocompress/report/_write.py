@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from autocompress.files import atomic_path
 from autocompress.report._frame import pareto_frame, trials_frame
 from autocompress.report._plots import plot_pareto_html, plot_pareto_png
-from autocompress.search import StudyFacts
+from autocompress.study import StudyFacts
 
 if TYPE_CHECKING:
     import optuna

@@ -38,6 +38,10 @@ class JobClock:
         """Seconds left for starting trials (never negative) until ``share`` of the budget is spent."""
         return max(share * self.budget_seconds - self.elapsed(), 0.0)
 
+    def front_remaining(self) -> float:
+        """Seconds left for starting the front's trials (never negative) until ``FRONT_SHARE`` of the budget is spent."""
+        return self.search_remaining(FRONT_SHARE)
+
     def end_text(self) -> str:
         """The wall-clock time the budget runs out, as HH:MM:SS."""
         return time.strftime("%H:%M:%S", time.localtime(time.time() + self.remaining()))

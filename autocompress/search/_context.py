@@ -17,17 +17,16 @@ import optuna
 import torch
 from torch import nn
 
+from autocompress.allocation import BudgetCheck, SearchSpace, check_target
 from autocompress.compress import compressible_layers
 from autocompress.data import DataSplits, prepare_splits
 from autocompress.engine import evaluate, resolve_device, seconds_per_step, train
 from autocompress.errors import DataError
 from autocompress.models import build_model, load_checkpoint, save_checkpoint
 from autocompress.pack import SizeAccountant
-from autocompress.search._budget import BudgetCheck, check_target
 from autocompress.search._clock import JobClock
-from autocompress.search._interrupt import InterruptGuard
-from autocompress.search._settings import SearchSettings
-from autocompress.search._space import SearchSpace
+from autocompress.settings import SearchSettings
+from autocompress.study import InterruptGuard, WorkerEntry
 
 Log = Callable[[str], None]
 
@@ -47,6 +46,7 @@ class SearchContext:
     study: optuna.Study | None = None
     study_created: bool = False  # this process created the study (it queues the warm starts)
     clock: JobClock | None = None  # the whole-job time budget (--time), None without one
+    worker_entry: WorkerEntry | None = None  # what a worker process of --n-jobs runs (the runner's execute_worker)
     sizes: SizeAccountant = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,8 +73,10 @@ class SearchContext:
         return moved
 
 
-def prepare_context(settings: SearchSettings, *, log: Log = print, clock: JobClock | None = None) -> SearchContext:
-    """Model, targets, data and baseline for ``settings``, checked against the data; the study folder."""
+def prepare_context(settings: SearchSettings, *, log: Log = print, clock: JobClock | None = None,
+                    kl_scored: bool = False) -> SearchContext:
+    """Model, targets, data and baseline for ``settings``, checked against the data; the study folder.
+    ``kl_scored``: the run's trials take the KL score (its images are checked against the training split)."""
     device = resolve_device(settings.device)
     probe = build_model(settings.model, num_classes=settings.num_classes)
     if settings.checkpoint is not None:
@@ -83,7 +85,7 @@ def prepare_context(settings: SearchSettings, *, log: Log = print, clock: JobClo
     probe_sizes = SizeAccountant(probe, model_spec=settings.model)
     budgets = [check_target(probe_sizes, space, target) for target in settings.resolved_targets]
     splits = prepare_splits(settings.dataset, settings.data_dir, val_size=settings.val_size, split_seed=settings.split_seed)
-    data_problem = settings_data_problem(settings, splits)
+    data_problem = settings_data_problem(settings, splits, kl_scored=kl_scored)
     if data_problem:
         raise DataError(data_problem)
     baseline = probe if settings.checkpoint is not None else prepare_baseline(settings, splits, device, log=log)
@@ -92,10 +94,10 @@ def prepare_context(settings: SearchSettings, *, log: Log = print, clock: JobClo
     return SearchContext(settings, baseline, splits, space, device, budgets, log=log, clock=clock)
 
 
-def settings_data_problem(settings: SearchSettings, splits: DataSplits) -> str | None:
+def settings_data_problem(settings: SearchSettings, splits: DataSplits, *, kl_scored: bool) -> str | None:
     """A count in the settings that the data cannot give (None: all fit)."""
     train_images = len(splits.train)
-    if settings.reads("kl"):
+    if kl_scored:
         asked = settings.score_images + settings.score_bn_images
         if asked > train_images:
             return (f"the KL score asks for {settings.score_images:,} + {settings.score_bn_images:,} training images "

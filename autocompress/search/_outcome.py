@@ -15,10 +15,8 @@ from autocompress.files import write_text
 from autocompress.pipeline import CompressedModel, harden_and_measure
 from autocompress.plan import Plan
 from autocompress.search._context import SearchContext
-from autocompress.search._records import StudyFacts, TrialRecord
-from autocompress.search._settings import SETTING_OPTIONS, SearchSettings
-from autocompress.search._study import best_feasible_trial
-from autocompress.search.options import default_of
+from autocompress.settings import SETTING_OPTIONS, SearchSettings, default_of
+from autocompress.study import StudyFacts, TrialRecord, best_feasible_trial
 from autocompress.units import format_size
 
 

@@ -1,4 +1,5 @@
-"""The Strategy protocol and its registry: one entry per way of choosing a plan.
+"""The Strategy protocol: one way of choosing a plan (the strategies and their registry are in
+:mod:`autocompress.strategies`).
 
 A strategy receives a :class:`~autocompress.search.SearchContext` (the settings, the baseline, the
 data, the space, the exact size accountant, the opened study) and returns a
@@ -13,24 +14,21 @@ a single allocation), it must:
   finished trial kept, and leave a rerun of the same command to resume.
 
 ``budget_settings`` says how the strategy spends a training budget of ``epochs`` in ``autocompress
-compare``. A new strategy is one module that subclasses :class:`Strategy` and calls
-:func:`register_strategy`; ``search --mode`` and ``compare --strategies`` find it by name. The built-in
-ones live in :mod:`autocompress.strategies` and, for the naive baselines of the comparison, in
-:mod:`autocompress.compare`; both are loaded on first use of the registry.
+compare``. A new strategy is one module of :mod:`autocompress.strategies` that subclasses :class:`Strategy`,
+and one line of that package's ``__init__`` that registers it; ``search --mode`` (where ``offered_by_search``)
+and ``compare --strategies`` find it by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, cast
-
-from autocompress.search._registry import registered
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from autocompress.search._context import SearchContext
     from autocompress.search._outcome import SearchOutcome
-    from autocompress.search._settings import SearchSettings
+    from autocompress.settings import SearchSettings
 
 class Strategy(ABC):
     """One way of choosing a per-layer plan under the exact byte budget."""
@@ -40,6 +38,7 @@ class Strategy(ABC):
     hyperparameters: ClassVar[tuple[str, ...]]  # what a user of it must choose besides the model (compare's count)
     training_phase: ClassVar[str | None] = None  # the setting holding the epochs of a phase before the hard fine-tune
     scopes: ClassVar[tuple[str, ...]] = ()  # the groups of settings it reads besides the common ones (``SCOPES``)
+    offered_by_search: ClassVar[bool] = True  # ``search --mode`` runs it; False: a baseline of ``compare`` only
 
     @abstractmethod
     def run(self, context: SearchContext) -> SearchOutcome:
@@ -66,7 +65,3 @@ class Strategy(ABC):
             return dataclasses.replace(settings, **phase, final_epochs=epochs / 2)
         return dataclasses.replace(settings, final_epochs=epochs)
 
-
-def get_strategy(name: str) -> Strategy:
-    """The registered strategy called ``name``."""
-    return cast(Strategy, registered(name))

@@ -18,6 +18,7 @@ import optuna
 import torch
 from torch import nn
 
+from autocompress.allocation import fit_to_budget
 from autocompress.engine import Distillation, resolved_precision
 from autocompress.errors import AutocompressError
 from autocompress.pack import SizeAccountant
@@ -29,12 +30,10 @@ from autocompress.pipeline import (
     harden_and_measure,
 )
 from autocompress.plan import Plan
-from autocompress.search._budget import fit_to_budget
 from autocompress.search._clock import FINISHING_SECONDS
 from autocompress.search._context import SearchContext
 from autocompress.search._outcome import SearchOutcome, finished_single_plan, outcome_of, write_best
-from autocompress.search._records import TrialRecord
-from autocompress.search._study import run_one_trial
+from autocompress.study import TrialRecord, run_one_trial
 from autocompress.units import format_size
 
 # Trains ``model`` (a copy of the baseline) the strategy's way, in place; returns the plan to pack it with

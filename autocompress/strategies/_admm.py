@@ -19,27 +19,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from autocompress.allocation import Projection
 from autocompress.data import TensorSet
 from autocompress.engine import evaluate
 from autocompress.pipeline import CompressedModel, harden_and_measure
 from autocompress.plan import Plan
-from autocompress.search import (
-    Projection,
-    SearchContext,
-    SearchOutcome,
-    SearchSettings,
-    Strategy,
-    StudyFacts,
-    TrialRecord,
-    completed_trial,
-    finetune_plan,
-    outcome_of,
-    register_strategy,
-    run_one_trial,
-    worker_name,
-    write_best,
-)
+from autocompress.search import SearchContext, SearchOutcome, Strategy, finetune_plan, outcome_of, worker_name, write_best
+from autocompress.settings import SearchSettings
 from autocompress.strategies._admm_train import AdmmSchedule, AdmmState, admm_train_
+from autocompress.study import StudyFacts, TrialRecord, completed_trial, run_one_trial
 from autocompress.units import format_size
 
 REPORT_IMAGES = 1000  # validation images behind each projection's reported accuracy
@@ -141,6 +129,3 @@ def plan_line(plan: Plan) -> str:
     settings = list(plan.layers.values())
     return (f"sparsity {min(s.sparsity for s in settings):.2f}-{max(s.sparsity for s in settings):.2f}, "
             f"bits {min(s.bits for s in settings)}-{max(s.bits for s in settings)}")
-
-
-register_strategy(AdmmStrategy())

@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from autocompress.allocation import Projection, SearchSpace, project_to_budget
 from autocompress.compress import compressible_layers, dequantize, full_precision_weight, kept_count, magnitude_mask, quantize
 from autocompress.data import TensorSet
 from autocompress.engine import train
 from autocompress.errors import AutocompressError
 from autocompress.pack import SizeAccountant
 from autocompress.plan import Plan
-from autocompress.search import Projection, SearchSettings, SearchSpace, project_to_budget
+from autocompress.settings import SearchSettings
 
 
 @dataclass(frozen=True)

@@ -27,23 +27,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from autocompress.allocation import SearchSpace, fit_to_budget
 from autocompress.compress import compressible_layers, full_precision_weight, kept_count, magnitude_mask
 from autocompress.data import TensorSet
 from autocompress.engine import train
 from autocompress.errors import AutocompressError
 from autocompress.pack import SizeAccountant
 from autocompress.plan import LayerSetting, Plan
-from autocompress.search import (
-    SearchContext,
-    SearchOutcome,
-    SearchSettings,
-    SearchSpace,
-    Strategy,
-    finetune_plan,
-    fit_to_budget,
-    plan_trial,
-    register_strategy,
-)
+from autocompress.search import SearchContext, SearchOutcome, Strategy, finetune_plan, plan_trial
+from autocompress.settings import SearchSettings
 from autocompress.strategies._bayesbits_gates import (
     LADDER_WIDTHS,
     QUANTIZER,
@@ -278,6 +270,3 @@ class BayesBitsStrategy(Strategy):
     def run(self, context: SearchContext) -> SearchOutcome:
         return plan_trial(context, top_plan(context.space, context.model_spec), strategy=self.name,
                           train=gates_then_hard, extra={"mode": self.name})
-
-
-register_strategy(BayesBitsStrategy())

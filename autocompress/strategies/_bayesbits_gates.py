@@ -35,11 +35,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from autocompress.allocation import SearchSpace
 from autocompress.compress import compressible_layers, full_precision_weight, kept_count, magnitude_mask
 from autocompress.pack import SizeAccountant, bit_width, gap_field_counts, layer_cost, sparse_index_bytes, zero_runs
 from autocompress.plan import LayerSetting, Plan
 from autocompress.quantizers import get_quantizer
-from autocompress.search import SearchSpace
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1  # hard-concrete temperature and stretch (Louizos et al. 2018)
 QUANTIZER = "uniform"

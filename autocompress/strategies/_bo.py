@@ -16,28 +16,30 @@ import optuna
 
 from autocompress.plan import Plan
 from autocompress.search import (
-    WARM_START_ATTR,
     SearchContext,
     SearchOutcome,
-    SearchSettings,
     Strategy,
-    StudyFacts,
-    TrialRecord,
-    best_feasible_trial,
     finished_final,
-    finished_trials,
-    local_workers,
-    optimize,
     outcome_of,
-    register_strategy,
     restate_choice,
     write_best,
     write_best_so_far,
 )
-from autocompress.search._study import trial_counts
+from autocompress.settings import SearchSettings
+from autocompress.strategies._checks import objective_of
 from autocompress.strategies._front import run_front
 from autocompress.strategies._proposals import CoefficientProposer, Proposer, proposer_for
 from autocompress.strategies._scoring import SCORINGS, CheapKL, Chosen, TrialScoring
+from autocompress.study import (
+    WARM_START_ATTR,
+    StudyFacts,
+    TrialRecord,
+    best_feasible_trial,
+    finished_trials,
+    local_workers,
+    optimize,
+    trial_counts,
+)
 from autocompress.units import format_size
 
 
@@ -50,7 +52,7 @@ class BoStrategy(Strategy):
 
     def describe(self, settings: SearchSettings) -> str:
         return (f"running to {settings.trials} trials; target {format_size(settings.target_bytes)}; {settings.space} space, "
-                f"sampler {settings.sampler}; trials scored by {settings.trial_score}: {settings.objective.summary}; "
+                f"sampler {settings.sampler}; trials scored by {settings.trial_score}: {objective_of(settings).summary}; "
                 f"{settings.epochs_per_trial:g} epoch(s) per fine-tuned trial")
 
     def budget_settings(self, settings: SearchSettings, *, epochs: float, trials: int) -> SearchSettings:
@@ -85,7 +87,7 @@ class BoStrategy(Strategy):
         def on_trial_end(done: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
             write_best_so_far(done, folder, settings.model, settings.target_bytes)
 
-        with local_workers(settings, log=context.log):
+        with local_workers(settings, context.worker_entry, log=context.log):
             if context.clock is not None:  # the queued warm starts run whatever the time, so there is a plan to return
                 counts = trial_counts(study)
                 optimize(study, scoring.objective, trials=min(settings.trials, counts.finished + counts.waiting),
@@ -157,7 +159,3 @@ def report_worker_done(context: SearchContext) -> SearchOutcome:
     context.log(f"worker done: {len(finished_trials(study))} finished trial(s) in the study, {found}. The final fine-tune and "
                 "best.yaml/best.acz come from the same command without --worker (or `autocompress report` for the tables)")
     return SearchOutcome.empty(context)
-
-
-register_strategy(BoStrategy())
-register_strategy(RandomStrategy())

@@ -21,20 +21,12 @@ import warnings
 import numpy as np
 import optuna
 
+from autocompress.allocation import PlanScorer
 from autocompress.pipeline import finetune_under_plan_
-from autocompress.search import (
-    PlanScorer,
-    SearchContext,
-    TrialRecord,
-    measure_within_budget,
-    open_storage,
-    open_study,
-    run_one_trial,
-    worker_name,
-)
-from autocompress.search._clock import FRONT_SHARE
-from autocompress.search._study import failed_if_left_running, interruptible
+from autocompress.search import SearchContext, measure_within_budget, worker_name
+from autocompress.strategies._checks import objective_of
 from autocompress.strategies._proposals import CoefficientProposer
+from autocompress.study import TrialRecord, failed_if_left_running, interruptible, open_storage, open_study, run_one_trial
 from autocompress.units import format_size
 
 FRONT_SUFFIX = ".front"
@@ -71,7 +63,7 @@ def run_front(context: SearchContext, proposer: CoefficientProposer, scorer: Pla
             return score.kl, float(record.packed_bytes or 0)
 
         waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        timeout = context.clock.search_remaining(FRONT_SHARE) if context.clock is not None else None
+        timeout = context.clock.front_remaining() if context.clock is not None else None
         with failed_if_left_running(study):  # the queued projections first, whatever the time: they take seconds
             study.optimize(interruptible(objective), n_trials=min(waiting, remaining), gc_after_trial=True)
             if remaining > waiting:
@@ -112,7 +104,7 @@ def spread_over_sizes(trials: list[optuna.trial.FrozenTrial], count: int) -> lis
 def finetune_front_points(context: SearchContext, front: optuna.Study, scorer: PlanScorer) -> None:
     """The short fine-tune of ``front_finetunes`` points of the front, each a trial of the companion study."""
     settings = context.settings
-    companion, _ = open_study(settings, companion=True)
+    companion, _ = open_study(settings, objective_of(settings), companion=True)
     done = {TrialRecord.of(trial).extra.get("front_trial") for trial in companion.get_trials(deepcopy=False)
             if TrialRecord.of(trial).fidelity == "front" and trial.state == optuna.trial.TrialState.COMPLETE}
     for point in spread_over_sizes(front.best_trials, settings.front_finetunes):

@@ -18,16 +18,10 @@ import optuna
 import torch
 from torch import nn
 
+from autocompress.allocation import CoefficientSpace, Projector, best_uniform_plan, fit_to_budget, sensitivity_plan
 from autocompress.engine import evaluate
 from autocompress.plan import Plan
-from autocompress.search import (
-    CoefficientSpace,
-    Projector,
-    SearchContext,
-    best_uniform_plan,
-    fit_to_budget,
-    sensitivity_plan,
-)
+from autocompress.search import SearchContext
 from autocompress.strategies._single import projection_plan, uniform_plan
 
 SENSITIVITY_IMAGES = 1000  # validation images behind the sensitivity warm start

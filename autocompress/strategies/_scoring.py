@@ -25,26 +25,16 @@ import optuna
 import torch
 from torch import nn
 
+from autocompress.allocation import PlanScorer, ScoreSettings
 from autocompress.engine import evaluate
 from autocompress.errors import AutocompressError, TrainingDivergedError
 from autocompress.pipeline import CompressedModel, finetune_under_plan_
 from autocompress.plan import Plan
-from autocompress.search import (
-    TRIAL_SCORES,
-    PlanScorer,
-    SearchContext,
-    TrialObjective,
-    TrialRecord,
-    best_feasible_trial,
-    claim_slot,
-    finetune_plan,
-    measure_within_budget,
-    open_study,
-    ranked_feasible_trials,
-    run_one_trial,
-    worker_name,
-)
+from autocompress.search import SearchContext, finetune_plan, measure_within_budget, worker_name
+from autocompress.settings import TRIAL_SCORES, TrialObjective
+from autocompress.strategies._checks import objective_of
 from autocompress.strategies._proposals import Proposer
+from autocompress.study import TrialRecord, best_feasible_trial, claim_slot, open_study, ranked_feasible_trials, run_one_trial
 
 PRUNING_IMAGES = 1000  # validation images behind each intermediate report
 REPORTS_PER_TRIAL = 4
@@ -60,7 +50,7 @@ class Chosen:
 
 
 class TrialScoring(ABC):
-    """One way of scoring BO trials; the study's direction follows ``settings.objective``."""
+    """One way of scoring BO trials; the study's direction follows ``objective_of(settings)``."""
 
     name: ClassVar[str]
     candidates_setting: ClassVar[str]  # the setting that counts the trials which train (a fine-tune each)
@@ -143,7 +133,8 @@ class CheapKL(TrialScoring):
         super().__init__(context, proposer)
         settings = context.settings
         self.scorer = PlanScorer(context.baseline, context.splits.train, device=context.device,
-                                 settings=settings.score_settings)
+                                 settings=ScoreSettings(images=settings.score_images, bn_images=settings.score_bn_images,
+                                                       seed=settings.split_seed))
 
     def objective(self, trial: optuna.Trial) -> float:
         context = self.context
@@ -184,7 +175,7 @@ class CheapKL(TrialScoring):
         candidates = self.shortlist(distinct_plans(ranked_feasible_trials(context.opened_study)))
         if not candidates:
             return []
-        companion, _ = open_study(settings, companion=True)
+        companion, _ = open_study(settings, objective_of(settings), companion=True)
         complete = companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         done = {TrialRecord.of(trial).parent for trial in self._finetuned_under_todays_rule(complete)}
         for number, scored in enumerate(candidates, start=1):
@@ -237,7 +228,7 @@ class CheapKL(TrialScoring):
     def final(self, chosen: Chosen) -> CompressedModel:
         """The final fine-tune, recorded as a trial of the companion study (fidelity ``final``)."""
         context = self.context
-        companion, _ = open_study(context.settings, companion=True)
+        companion, _ = open_study(context.settings, objective_of(context.settings), companion=True)
         scored = context.opened_study.get_trials(deepcopy=False)[chosen.trial_number]
         companion.enqueue_trial(dict(scored.params), user_attrs={"strategy": "final"})
 

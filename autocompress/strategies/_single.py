@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from autocompress.allocation import best_uniform_plan, project_to_budget
 from autocompress.errors import AutocompressError
 from autocompress.plan import Plan
-from autocompress.search import (
-    SearchContext,
-    SearchOutcome,
-    Strategy,
-    best_uniform_plan,
-    plan_trial,
-    project_to_budget,
-    register_strategy,
-)
+from autocompress.search import SearchContext, SearchOutcome, Strategy, plan_trial
 from autocompress.units import format_size
 
 
@@ -67,7 +60,3 @@ class ProjectionStrategy(Strategy):
         sparsity = [setting.sparsity for setting in plan.layers.values()]
         context.log(f"plan: sparsity {min(sparsity):.2f}-{max(sparsity):.2f}, bits {min(bits)}-{max(bits)}")
         return plan_trial(context, plan, strategy=self.name)
-
-
-register_strategy(UniformStrategy())
-register_strategy(ProjectionStrategy())

@@ -3,7 +3,7 @@ import sys
 
 import autocompress.strategies._bayesbits as bb
 from autocompress.runner import run_search
-from autocompress.search import load_settings
+from autocompress.settings import load_settings
 
 step = float(sys.argv[2])
 original = bb.GateSchedule.of

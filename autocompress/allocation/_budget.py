@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from autocompress.allocation._space import SearchSpace
 from autocompress.compress import compressible_layers, dequantize, quantize
 from autocompress.errors import AutocompressError
 from autocompress.pack import SizeAccountant
 from autocompress.plan import LayerSetting, Plan
-from autocompress.search._space import SearchSpace
 from autocompress.units import format_size
 
 _BISECTION_STEPS = 14

@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import optuna
-
+from autocompress.allocation._projection import Projector
+from autocompress.allocation._space import SearchSpace
+from autocompress.allocation._suggest import Suggests
 from autocompress.plan import Plan
-from autocompress.search._projection import Projector
-from autocompress.search._space import SearchSpace
 
 PARAM_SUFFIX = ".coefficient"
 
@@ -56,7 +55,7 @@ class CoefficientSpace:
     def build(cls, bounds: SearchSpace, projector: Projector, seed_plan: Plan, *, coefficient_range: float) -> CoefficientSpace:
         return cls(bounds, projector, seed_plan, layer_groups(bounds.layers), coefficient_range)
 
-    def suggest(self, trial: optuna.Trial) -> dict[str, float]:
+    def suggest(self, trial: Suggests) -> dict[str, float]:
         """The trial's coefficient of every layer (its group's)."""
         low, high = 1.0 / self.coefficient_range, self.coefficient_range
         by_group = {group: trial.suggest_float(f"{group}{PARAM_SUFFIX}", low, high, log=True) for group in self.groups}

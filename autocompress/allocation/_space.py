@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import optuna
-
+from autocompress.allocation._suggest import Suggests
 from autocompress.errors import AutocompressError
-from autocompress.plan import MAX_BITS, MIN_BITS, QUANTIZERS, LayerSetting, Plan
-
-SPACES: tuple[str, ...] = ("absolute", "relative", "coefficients")
+from autocompress.plan import QUANTIZERS, LayerSetting, Plan
+from autocompress.settings import bounds_problem
 
 
 def space_problem(sparsity_min: float, sparsity_max: float, bits_min: int, bits_max: int,
                   quantizers: tuple[str, ...]) -> str | None:
-    """What is wrong with these bounds (shared by every layer), or None."""
-    if not 0.0 <= sparsity_min <= sparsity_max < 1.0:
-        return (f"sparsity bounds must satisfy 0 <= sparsity_min <= sparsity_max < 1, got {sparsity_min:g} and "
-                f"{sparsity_max:g} (sparsity is the share of a layer's weights that are pruned)")
-    if not MIN_BITS <= bits_min <= bits_max <= MAX_BITS:
-        return f"bit bounds must satisfy {MIN_BITS} <= bits_min <= bits_max <= {MAX_BITS}, got {bits_min} and {bits_max}"
+    """What is wrong with these bounds (shared by every layer) and quantizers, or None."""
+    problem = bounds_problem(sparsity_min, sparsity_max, bits_min, bits_max)
+    if problem:
+        return problem
     unknown = [name for name in quantizers if name not in QUANTIZERS]
     if not quantizers or unknown:
         return f"quantizers must be some of {', '.join(QUANTIZERS)}, got {', '.join(quantizers) or 'none'}"
@@ -45,7 +41,7 @@ class SearchSpace:
         if problem:
             raise AutocompressError(problem)
 
-    def suggest(self, trial: optuna.Trial, *, model: str | None = None) -> Plan:
+    def suggest(self, trial: Suggests, *, model: str | None = None) -> Plan:
         """The trial's plan. Absolute space: parameters ``<layer>.sparsity``, ``<layer>.bits`` (and
         ``<layer>.quantizer``). Relative space (``anchor`` set): ``<layer>.sparsity_shift`` and
         ``<layer>.bits_shift``, added to the anchor's setting and clamped into the bounds."""

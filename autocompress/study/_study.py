@@ -21,11 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm.auto import tqdm
 
 from autocompress.errors import AutocompressError, TrainingDivergedError
-from autocompress.search._interrupt import InterruptGuard
-from autocompress.search._records import StudyFacts, TrialRecord, constraint_of
-from autocompress.search._samplers import make_pruner, make_sampler
-from autocompress.search._settings import SearchSettings
-from autocompress.search._storage import fail_trials_left_running, open_storage, redact
+from autocompress.settings import SearchSettings, TrialObjective
+from autocompress.study._interrupt import InterruptGuard
+from autocompress.study._records import StudyFacts, TrialRecord, constraint_of
+from autocompress.study._samplers import make_pruner, make_sampler
+from autocompress.study._storage import fail_trials_left_running, open_storage, redact
 
 METRIC_NAMES = ["val_accuracy"]  # the metric of studies scored by validation accuracy (the first version's objective; kl is the default)
 FINETUNE_SUFFIX = ".finetune"  # the companion study of a kl-scored search: its short and final fine-tunes
@@ -38,7 +38,8 @@ Objective = Callable[[optuna.Trial], float]
 T = TypeVar("T")
 
 
-def open_study(settings: SearchSettings, *, companion: bool = False) -> tuple[optuna.Study, bool]:
+def open_study(settings: SearchSettings, objective: TrialObjective, *,
+               companion: bool = False) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when the storage already holds one of that name (a resumed
     study, or one that other workers share). Also says whether this call created it: only the
     creator queues the warm starts, so workers starting together do not queue them twice.
@@ -51,7 +52,7 @@ def open_study(settings: SearchSettings, *, companion: bool = False) -> tuple[op
     for attempt in range(STORAGE_ATTEMPTS):
         try:
             storage = open_storage(url, heartbeat_seconds=settings.heartbeat_seconds, max_retries=settings.max_retries)
-            study, created = _create_or_load(storage, settings, companion=companion)
+            study, created = _create_or_load(storage, settings, objective, companion=companion)
             break
         except SQLAlchemyError as error:  # another process is creating the same new storage's tables right now
             if attempt == STORAGE_ATTEMPTS - 1:
@@ -59,7 +60,6 @@ def open_study(settings: SearchSettings, *, companion: bool = False) -> tuple[op
                 raise AutocompressError(f"cannot open the storage {redact(url)}: {reason}; check that the server is up "
                                         "and the URL (user, password, host, port, database) is right") from None
             time.sleep(1.0 + attempt)
-    objective = settings.objective
     if study.direction.name.lower() != objective.direction:
         raise AutocompressError(
             f"study {study.study_name!r} was created to {study.direction.name.lower()} its trials' score, and these settings "
@@ -72,7 +72,7 @@ def open_study(settings: SearchSettings, *, companion: bool = False) -> tuple[op
     return study, created
 
 
-def _create_or_load(storage: optuna.storages.BaseStorage, settings: SearchSettings, *,
+def _create_or_load(storage: optuna.storages.BaseStorage, settings: SearchSettings, objective: TrialObjective, *,
                     companion: bool) -> tuple[optuna.Study, bool]:
     if companion:  # every trial of it is queued with the parameters of a scored trial: no model to build
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=settings.seed)
@@ -82,7 +82,7 @@ def _create_or_load(storage: optuna.storages.BaseStorage, settings: SearchSettin
         sampler = make_sampler(settings.sampler, seed=settings.seed, n_startup_trials=settings.sampler_startup_trials,
                                constraints=constraint_of)
         name, pruner = settings.resolved_study_name, make_pruner(settings.pruner)
-    direction = optuna.study.StudyDirection[settings.objective.direction.upper()]
+    direction = optuna.study.StudyDirection[objective.direction.upper()]
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:

@@ -6,15 +6,29 @@ settings -> baseline -> target check -> study -> the strategy (``--mode``) -> be
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from autocompress.report import summary_table, trials_frame, write_front_report, write_study_report
-from autocompress.search import FINETUNE_SUFFIX, SearchOutcome, SearchSettings, StudyFacts, execute, open_storage
-from autocompress.search._context import Log
-from autocompress.strategies import FRONT_SUFFIX
+from autocompress.runner._execute import execute, execute_worker
+from autocompress.search import Log, SearchOutcome
+from autocompress.settings import SearchSettings
+from autocompress.settings import load_settings as load_unchecked
+from autocompress.strategies import FRONT_SUFFIX, check_settings
+from autocompress.study import FINETUNE_SUFFIX, StudyFacts, open_storage
 from autocompress.units import format_size
+
+__all__ = ["execute", "execute_worker", "load_settings", "report_study", "run_search"]
+
+
+def load_settings(preset: Path | str | None, flags: dict[str, Any], assignments: dict[str, str] | None = None) -> SearchSettings:
+    """The settings of a search as ``autocompress search`` reads them: a preset, ``--set`` assignments and flags
+    (:func:`autocompress.settings.load_settings`), checked against the registries too
+    (:func:`autocompress.strategies.check_settings`), every problem one error naming where the value came from."""
+    return load_unchecked(preset, flags, assignments, check=functools.partial(check_settings, search=True))
 
 
 def run_search(settings: SearchSettings, *, log: Log = print) -> SearchOutcome:

@@ -1,37 +1,37 @@
-"""The effective settings of a search: preset YAML, then command-line flags; saved as ``run.yaml``.
+"""The effective settings of a search, saved as ``run.yaml``.
 
-Every setting is declared once, below, with its flag, help text and rule (``_options``). The
-dataclass applies the rules whatever the values' source; :func:`load_settings` adds where a bad value
-came from (the flag, or the preset's file and line) to the one-line error.
+Every setting is declared once, below, with its flag, help text, rule (:mod:`.options`), the mode it belongs
+to and whether a study keeps it. The dataclass applies the rules whatever the values' source;
+:func:`~autocompress.settings.load_settings` adds where a bad value came from (the flag, or the preset's file and
+line) to the one-line error. Names that a registry holds are checked by
+:func:`autocompress.strategies.check_settings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from autocompress.data import dataset_names
-from autocompress.engine import PRECISIONS, distillation_problem
-from autocompress.errors import AutocompressError
 from autocompress.files import write_text
-from autocompress.plan import MAX_BITS, MIN_BITS
-from autocompress.quantizers import quantizer_names
-from autocompress.search._registry import registered, strategy_names
-from autocompress.search._samplers import pruner_names, sampler_names
-from autocompress.search._score import TRIAL_SCORES, ScoreSettings, TrialObjective
-from autocompress.search._space import SPACES, space_problem
-from autocompress.search.options import (
+from autocompress.settings._vocabulary import (
+    MAX_BITS,
+    MIN_BITS,
+    PRECISIONS,
+    SPACES,
+    TRIAL_SCORES,
+    bounds_problem,
+    distillation_problem,
+    kl_scored,
+)
+from autocompress.settings.options import (
     SettingError,
     apply_readers,
     choice,
-    choices,
-    default_of,
     duration,
     existing_file,
     folder,
@@ -41,17 +41,14 @@ from autocompress.search.options import (
     option,
     options_of,
     plain_name,
+    registered,
     sizes,
     switch,
     text,
 )
-from autocompress.search.options import size as size_reader
+from autocompress.settings.options import size as size_reader
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
-
-
-def _datasets() -> tuple[str, ...]:
-    return tuple(dataset_names())
 
 
 @dataclass
@@ -70,10 +67,10 @@ class SearchSettings:
                         read=text(), flag="--model", kept=True)
     checkpoint: str | None = option(None, help="trained weights of the model; without them a baseline is trained first "
                                                "(slow on a CPU)", read=existing_file("the model's weights"), flag="--checkpoint")
-    dataset: str = option("cifar10", help="data set", read=choice(_datasets), flag="--dataset", expert=True, kept=True)
+    dataset: str = option("cifar10", help="data set", read=registered("datasets"), flag="--dataset", expert=True, kept=True)
     data_dir: str = option("data", help="folder holding cifar-10-batches-py (downloaded there when online)",
                            read=folder(), flag="--data-dir")
-    mode: str = option("bo", help="how the plan is chosen (docs/modes.md)", read=choice(strategy_names),
+    mode: str = option("bo", help="how the plan is chosen (docs/modes.md)", read=registered("modes"),
                        flag="--mode")
     time_budget_seconds: float | None = option(None, help="the whole job (search and final fine-tune) in this long: "
                                                           "15m, 1h, 900: the trials take up to 25 % of it, the "
@@ -107,7 +104,7 @@ class SearchSettings:
     bits_max: int = option(8, help="most bits of a layer's codes", read=integer(MIN_BITS, MAX_BITS), flag="--max-bits",
                            kept=True)
     quantizers: list[str] = option(help="comma-separated quantizers; several are searched per layer",
-                                   read=choices(quantizer_names), flag="--quantizers",
+                                   read=registered("quantizers", many=True), flag="--quantizers",
                                    default_factory=lambda: ["clipq_full"], kept=True)
     val_size: int = option(5000, help="validation images carved from the training set (they choose; test only reports)",
                            read=integer(minimum=1), flag="--val-size", expert=True, kept=True)
@@ -122,7 +119,7 @@ class SearchSettings:
     baseline_epochs: float = option(30.0, help="training of a baseline when no checkpoint is given", read=number(above=0),
                                     flag="--baseline-epochs", expert=True)
     # ---- the BO study (modes bo and random)
-    sampler: str = option("cmaes", help="Optuna sampler of the study", read=choice(sampler_names), flag="--sampler",
+    sampler: str = option("cmaes", help="Optuna sampler of the study", read=registered("samplers"), flag="--sampler",
                           scope="bo")
     trials: int = option(60, help="finished trials of the study in all (a resumed study counts its own)",
                          read=integer(minimum=1), flag="--trials", scope="bo")
@@ -159,7 +156,7 @@ class SearchSettings:
                               flag="--max-retries", scope="bo", expert=True)
     coefficient_range: float = option(4.0, help="coefficients space: each coefficient lies in [1/R, R]",
                                       read=number(above=1), flag="--coefficient-range", scope="bo", expert=True, kept=True)
-    pruner: str = option("median", help="Optuna pruner: stops weak trials early", read=choice(pruner_names),
+    pruner: str = option("median", help="Optuna pruner: stops weak trials early", read=registered("pruners"),
                          flag="--pruner", scope="val_accuracy", expert=True)
     score_images: int = option(1024, help="training images the KL is averaged over", read=integer(minimum=16),
                                flag="--score-images", scope="kl", expert=True, kept=True)
@@ -197,38 +194,11 @@ class SearchSettings:
                              expert=True)
     gate_lr: float = option(0.3, help="Adam learning rate of the gates' log-alpha", read=number(above=0),
                             flag="--gate-lr", scope="bayesbits", expert=True)
-    # not a setting: True for the shared settings of several modes (``compare``), which :meth:`for_mode` narrows
-    any_mode: InitVar[bool] = False
-
-    def __post_init__(self, any_mode: bool) -> None:
+    def __post_init__(self) -> None:
         apply_readers(self)
         for fields, problem in _cross_problems(self):
             if problem:
                 raise SettingError(fields, problem)
-        for name, problem in [] if any_mode else _scope_problems(self):
-            raise SettingError([name], problem)
-
-    def for_mode(self, mode: str, **changes: Any) -> SearchSettings:
-        """These settings for a run of ``mode``: every setting that mode does not read goes back to its default
-        (``compare`` runs each strategy from one set of settings)."""
-        values = {**self.to_dict(), "mode": mode, **changes}
-        for name, declared in SETTING_OPTIONS.items():
-            if declared.scope is not None and name not in changes and not _scope_applies(declared.scope, mode, values):
-                values[name] = default_of(SearchSettings, name)
-        return SearchSettings(**values)
-
-    def reads(self, scope: str) -> bool:
-        """Whether this run reads the settings of ``scope`` (``bo``, ``kl``, ``admm``... see ``SCOPES``)."""
-        return _scope_applies(scope, self.mode, self.to_dict())
-
-    def changed_kept_settings(self, recorded: dict[str, Any]) -> list[str]:
-        """The settings that make a study what it is (declared ``kept``) and differ from those a study
-        ``recorded`` when it was created; a setting the record lacks (an older version's), and one this run's mode
-        does not read (the study's trials of another mode), are not compared."""
-        today = self.to_dict()
-        return [name for name, declared in SETTING_OPTIONS.items()
-                if declared.kept and (declared.scope is None or self.reads(declared.scope)) and name in recorded
-                and _comparable(recorded[name]) != _comparable(today[name])]
 
     @property
     def resolved_front(self) -> list[int] | None:
@@ -263,16 +233,6 @@ class SearchSettings:
         return self.storage or f"sqlite:///{self.study_dir / 'study.db'}"
 
     @property
-    def objective(self) -> TrialObjective:
-        """What this search's trials are scored by (metric name and direction): ``trial_score`` in the modes of the
-        study (bo, random); the other modes' trials are scored by validation accuracy."""
-        return TRIAL_SCORES[self.trial_score if self.reads("bo") else "val_accuracy"]
-
-    @property
-    def score_settings(self) -> ScoreSettings:
-        return ScoreSettings(images=self.score_images, bn_images=self.score_bn_images, seed=self.split_seed)
-
-    @property
     def num_classes(self) -> int:
         return 100 if self.dataset == "cifar100" else 10
 
@@ -284,23 +244,18 @@ class SearchSettings:
 
 
 def _cross_problems(settings: SearchSettings) -> list[tuple[tuple[str, ...], str | None]]:
-    """The rules that tie several settings together: (the fields, what is wrong or None)."""
+    """The rules that tie several settings together: (the fields, what is wrong or None). The rules that need a
+    registry (a mode's own rules and scopes, the names) are :func:`autocompress.strategies.check_settings`'s."""
     return [
-        (("sparsity_min", "sparsity_max", "bits_min", "bits_max", "quantizers"),
-         space_problem(settings.sparsity_min, settings.sparsity_max, settings.bits_min, settings.bits_max,
-                       tuple(settings.quantizers))),
+        (("sparsity_min", "sparsity_max", "bits_min", "bits_max"),
+         bounds_problem(settings.sparsity_min, settings.sparsity_max, settings.bits_min, settings.bits_max)),
         (("distill_temperature", "distill_weight"), distillation_problem(settings.distill_temperature, settings.distill_weight)),
         (("rho_start", "rho_end"), None if settings.rho_start <= settings.rho_end else
          f"rho_start ({settings.rho_start:g}) must not exceed rho_end ({settings.rho_end:g}): the ADMM penalty only grows"),
-        (("targets", "mode"), None if settings.targets is None or settings.mode == "admm" else
-         "targets (a sweep of targets) needs mode admm; the other modes have one target (target_size)"),
-        (("n_jobs", "worker", "mode"), None if settings.mode == "bo" or (settings.n_jobs == 1 and not settings.worker) else
-         f"n_jobs and worker apply to mode bo, where trials can run side by side; mode {settings.mode} runs in one process"),
         (("front", "space", "trial_score"),
          None if settings.front in ("auto", "off") or (settings.space == "coefficients" and kl_scored(settings.trial_score))
          else "front (the budget sampled over a range) needs space coefficients and trial_score kl, where a trial takes "
               "seconds"),
-        registered(settings.mode).settings_problem(settings) or ((), None),
     ]
 
 
@@ -315,154 +270,4 @@ SCOPES: dict[str, tuple[str, Callable[[tuple[str, ...], dict[str, Any]], bool]]]
 }
 
 
-def _comparable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def kl_scored(trial_score: str) -> bool:
-    """Whether ``trial_score`` is the KL score or a registered variant of it (same metric)."""
-    return TRIAL_SCORES[trial_score].metric == TRIAL_SCORES["kl"].metric
-
-
-def _scope_applies(scope: str, mode: str, values: dict[str, Any]) -> bool:
-    return SCOPES[scope][1](tuple(getattr(registered(mode), "scopes", ())), values)
-
-
-def _scope_problems(settings: SearchSettings) -> list[tuple[str, str]]:
-    """Settings given a value other than their default that the run's mode (or trial score) does not read."""
-    values = settings.to_dict()
-    problems = []
-    for name, declared in SETTING_OPTIONS.items():
-        if declared.scope is None or _scope_applies(declared.scope, settings.mode, values):
-            continue
-        if values[name] != default_of(SearchSettings, name):
-            score = f" with trial_score {settings.trial_score}" if declared.scope in ("kl", "val_accuracy") else ""
-            problems.append((name, f"{name} belongs to {SCOPES[declared.scope][0]}; this search runs mode "
-                                   f"{settings.mode}{score}: leave it out, or run that mode"))
-    return problems
-
-
 SETTING_OPTIONS = options_of(SearchSettings)
-_ALIASES = {
-    **{declared.flag.lstrip("-").replace("-", "_"): name for name, declared in SETTING_OPTIONS.items() if declared.flag},
-    "target_bytes": "target_bytes",
-    "timeout": "timeout_seconds",
-}
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a value came from, for error messages: a flag, or a preset's file and line."""
-
-    flag: str | None = None
-    preset: Path | None = None
-    line: int | None = None
-    key: str | None = None
-
-    def describe(self, value: Any) -> str:
-        if self.flag is not None and self.flag.endswith("="):  # --set NAME=VALUE
-            return f"{self.flag}{value}"
-        if self.flag is not None:
-            shown = "" if isinstance(value, bool) else f" {value}"
-            return f"{self.flag}{shown}"
-        return f"{self.preset}, line {self.line} ({self.key})"
-
-
-def load_settings(preset: Path | str | None, flags: dict[str, Any], assignments: dict[str, str] | None = None, *,
-                  any_mode: bool = False) -> SearchSettings:
-    """Preset values (if any), then ``--set NAME=VALUE`` assignments, then every flag value that is not None,
-    checked together.
-
-    ``flags`` maps setting names (or their flag-style aliases) to raw values. Any problem is one
-    :class:`AutocompressError` naming the setting, where it came from, and what is allowed."""
-    values: dict[str, Any] = {}
-    sources: dict[str, Source] = {}
-    if preset is not None:
-        for key, (value, line) in read_preset(Path(preset)).items():
-            name = _setting_name(key, Path(preset), line)
-            values[name], sources[name] = value, Source(preset=Path(preset), line=line, key=key)
-    for key, value in (assignments or {}).items():
-        name = _ALIASES.get(key, key)
-        if name not in SETTING_OPTIONS:
-            close = difflib.get_close_matches(key, sorted(SETTING_OPTIONS), n=2)
-            hint = f"; did you mean {' or '.join(close)}?" if close else "; docs/reference.md lists the settings"
-            raise AutocompressError(f"--set {key}={value}: unknown setting {key!r}{hint}")
-        values[name], sources[name] = value, Source(flag=f"--set {key}=")
-    for key, value in flags.items():
-        if value is None:
-            continue
-        name = _ALIASES.get(key, key)
-        if name not in SETTING_OPTIONS:
-            raise AutocompressError(f"unknown setting {key!r}")
-        values[name], sources[name] = value, Source(flag=SETTING_OPTIONS[name].flag or f"{name}=")
-    if "target_bytes" not in values:
-        if values.get("targets"):
-            values["target_bytes"] = _largest_target(values, sources)
-        else:
-            raise AutocompressError("no target: pass --target-size (e.g. 50KB, 1MB) or set target_size in the preset")
-    try:
-        return SearchSettings(**values, any_mode=any_mode)
-    except SettingError as error:
-        raise AutocompressError(located(error, values, sources)) from None
-
-
-def located(error: SettingError, values: dict[str, Any], sources: dict[str, Source]) -> str:
-    """The error with the source of the first of its fields that was given (flag or preset line)."""
-    for name in error.fields:
-        if name in sources:
-            return f"{sources[name].describe(values[name])}: {error.problem}"
-    return str(error)
-
-
-def _largest_target(values: dict[str, Any], sources: dict[str, Source]) -> Any:
-    try:
-        return max(SETTING_OPTIONS["targets"].read(values["targets"]))
-    except ValueError as error:
-        raise AutocompressError(f"{sources['targets'].describe(values['targets'])}: targets {error}") from None
-
-
-REMOVED_SETTINGS = ("finetune_projection", "finetune_seeds", "finetune_distill", "race_top", "race_epochs",
-                    "score_temperature", "score_steps", "rescore_top", "rescore_images", "coefficient_groups")
-"""Settings of earlier versions whose A/B tied or lost (docs/experiments/): a preset that still gives one is told so."""
-
-
-def _setting_name(key: str, preset: Path, line: int) -> str:
-    name = _ALIASES.get(key, key)
-    if name in SETTING_OPTIONS:
-        return name
-    if name in REMOVED_SETTINGS:
-        raise AutocompressError(f"{preset}, line {line}: setting {key!r} was removed on 2026-12-07 (it tied or lost its "
-                                "A/B: docs/experiments/); delete the line")
-    known = sorted(set(SETTING_OPTIONS) | set(_ALIASES))
-    close = difflib.get_close_matches(key, known, n=2)
-    hint = f"; did you mean {' or '.join(close)}?" if close else f"; the settings are: {', '.join(sorted(SETTING_OPTIONS))}"
-    raise AutocompressError(f"{preset}, line {line}: unknown setting {key!r}{hint}")
-
-
-def read_preset(path: Path) -> dict[str, tuple[Any, int]]:
-    """The preset's settings with the line each is on; one clear error for a missing or malformed file."""
-    if path.is_dir():
-        raise AutocompressError(f"preset {path} is a directory; give a YAML file such as studies/resnet20-50KB.yaml")
-    if not path.is_file():
-        raise AutocompressError(f"preset {path} does not exist; the presets are in studies/*.yaml")
-    content = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        node = yaml.compose(content, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(content)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise AutocompressError(f"{path}{where}: not valid YAML ({reason}); fix the file and run again") from None
-    if document is None:
-        return {}
-    if not isinstance(document, dict) or not isinstance(node, yaml.MappingNode):
-        raise AutocompressError(f"{path}: a preset is a mapping of settings (key: value per line), got "
-                                f"{type(document).__name__}")
-    lines: dict[str, int] = {}
-    for key, _ in node.value:
-        if str(key.value) in lines:
-            raise AutocompressError(f"{path}, line {key.start_mark.line + 1}: setting {str(key.value)!r} is given twice "
-                                    f"(first on line {lines[str(key.value)]}); keep one")
-        lines[str(key.value)] = key.start_mark.line + 1
-    return {str(key): (value, lines.get(str(key), 1)) for key, value in document.items()}

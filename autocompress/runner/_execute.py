@@ -16,14 +16,10 @@ import optuna
 import torch
 
 from autocompress.errors import AutocompressError
-from autocompress.search._clock import JobClock
-from autocompress.search._context import Log, SearchContext, baseline_accuracy, prepare_context
-from autocompress.search._outcome import SearchOutcome, write_trivial_result
-from autocompress.search._records import StudyFacts
-from autocompress.search._settings import SearchSettings
-from autocompress.search._storage import dashboard_argument, redact
-from autocompress.search._strategy import get_strategy
-from autocompress.search._study import finished_trials, open_study, record_study_facts
+from autocompress.search import JobClock, Log, SearchContext, SearchOutcome, baseline_accuracy, prepare_context, write_trivial_result
+from autocompress.settings import SearchSettings
+from autocompress.strategies import changed_kept_settings, check_settings, get_strategy, objective_of, reads
+from autocompress.study import StudyFacts, dashboard_argument, finished_trials, open_study, record_study_facts, redact
 
 
 def execute(settings: SearchSettings, *, log: Log = print, known_accuracy: dict[str, float] | None = None) -> SearchOutcome:
@@ -31,14 +27,17 @@ def execute(settings: SearchSettings, *, log: Log = print, known_accuracy: dict[
     ``known_accuracy`` is the baseline's val/test accuracy when the caller measured it already."""
     clock = JobClock.start(settings.time_budget_seconds) if settings.time_budget_seconds is not None else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and summary say what matters
+    check_settings(settings)
     strategy = get_strategy(settings.mode)
     settings = strategy.prepare(settings)
-    context = prepare_context(settings, log=log, clock=clock)  # refuses an unreachable target before any data or training
+    # refuses an unreachable target before any data or training
+    context = prepare_context(settings, log=log, clock=clock, kl_scored=reads(settings, "kl"))
+    context.worker_entry = execute_worker
     if len(context.budgets) == 1 and context.budgets[0].trivial:
         settings.save(settings.study_dir / "run.yaml")
         return write_trivial_result(context, context.budgets[0].uncompressed_bytes)
     with context.interrupt:
-        context.study, context.study_created = open_study(settings)
+        context.study, context.study_created = open_study(settings, objective_of(settings))
         refuse_other_settings(context.study, settings)
         settings.save(settings.study_dir / "run.yaml")
         introduce(context, strategy.describe(settings), known_accuracy)
@@ -51,7 +50,7 @@ def refuse_other_settings(study: optuna.Study, settings: SearchSettings) -> None
     recorded = StudyFacts.of(study).settings
     if not recorded:
         return
-    changed = settings.changed_kept_settings(recorded)
+    changed = changed_kept_settings(settings, recorded)
     if changed:
         shown = ", ".join(f"{name} {recorded[name]!r} (now {getattr(settings, name)!r})" for name in changed)
         raise AutocompressError(

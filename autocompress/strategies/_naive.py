@@ -47,8 +47,8 @@ from autocompress.data import DataSplits
 from autocompress.engine import evaluate, train
 from autocompress.pipeline import finetune_under_plan_, recalibrate_bn
 from autocompress.plan import LayerSetting, Plan
-from autocompress.search import SearchContext, SearchOutcome, Strategy, plan_trial, register_strategy
-from autocompress.strategies import uniform_plan
+from autocompress.search import SearchContext, SearchOutcome, Strategy, plan_trial
+from autocompress.strategies._single import uniform_plan
 
 StepCallback = Callable[[int], None]
 
@@ -233,9 +233,11 @@ NaivePipeline = Callable[[nn.Module, Plan, NaiveRun], NaiveOutcome]
 
 class NaiveStrategy(Strategy):
     """A naive pipeline on the best uniform plan, packed at the plan's sparsity and bits with a k-means
-    codebook of the naive model's own levels (where it can keep them)."""
+    codebook of the naive model's own levels (where it can keep them). A baseline of ``compare``: ``search --mode``
+    does not offer it."""
 
     pipeline: NaivePipeline
+    offered_by_search = False
 
     def run(self, context: SearchContext) -> SearchOutcome:
         plan = uniform_plan(context)
@@ -270,7 +272,3 @@ class QuantizeThenPrune(NaiveStrategy):
                "without a full-precision copy")
     hyperparameters = ("target size", "QAT epochs", "pruning retraining epochs", "learning rate")
     pipeline = staticmethod(quantize_then_prune_)
-
-
-register_strategy(PruneThenQuantize())
-register_strategy(QuantizeThenPrune())

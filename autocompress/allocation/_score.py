@@ -26,24 +26,6 @@ SCORE_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
-class TrialObjective:
-    """What a study's trials are scored by: the metric's name in the storage and its direction."""
-
-    metric: str
-    direction: str  # "maximize" or "minimize"
-    summary: str
-
-
-TRIAL_SCORES: dict[str, TrialObjective] = {
-    "val_accuracy": TrialObjective("val_accuracy", "maximize",
-                                   "validation top-1 after a short in-parallel pruning-quantization fine-tune per trial"),
-    "kl": TrialObjective("kl_to_baseline", "minimize",
-                         "KL(baseline || compressed) on fixed training images after BN re-estimation, no training; "
-                         "the best few plans are then fine-tuned briefly and scored again"),
-}
-
-
-@dataclass(frozen=True)
 class ScoreSettings:
     """How the cheap score is taken (the defaults measured in ``benchmarks/score_ranking.py``)."""
 

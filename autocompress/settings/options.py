@@ -280,6 +280,27 @@ def choices(names: Callable[[], Sequence[str]]) -> Reader:
     return _described(read, "NAMES", names)
 
 
+def registered(registry: str, *, many: bool = False) -> Reader:
+    """A name from the registry called ``registry`` (modes, quantizers, samplers, pruners, datasets); ``many``: a
+    non-empty list of them without repeats (a YAML list or a comma-separated string).
+
+    The settings import no registry (they would import torch and Optuna): this reader checks the form, and
+    :func:`autocompress.strategies.check_settings`, which knows every registry, checks the name."""
+
+    def read(value: Any) -> str | list[str]:
+        items = _items(value) if many else [value]
+        if not items or any(not isinstance(item, str) or not item.strip() for item in items):
+            raise SettingValueError(f"must {'list' if many else 'be'} {registry} by name, got {value!r}")
+        names = [item.strip() for item in items]
+        if len(set(names)) != len(names):
+            raise SettingValueError(f"must list each of its {registry} once, got {value!r}")
+        return names if many else names[0]
+
+    read.registry = registry  # type: ignore[attr-defined]
+    read.many = many  # type: ignore[attr-defined]
+    return _described(read, "NAMES" if many else "NAME")
+
+
 PLAIN_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*"
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from autocompress.allocation._budget import least_uniform_sparsity
+from autocompress.allocation._space import SearchSpace
 from autocompress.compress import (
     compressible_layers,
     dequantize,
@@ -43,8 +45,6 @@ from autocompress.compress import (
 from autocompress.pack import SizeAccountant
 from autocompress.plan import LayerSetting, Plan
 from autocompress.quantizers import get_quantizer
-from autocompress.search._budget import least_uniform_sparsity
-from autocompress.search._space import SearchSpace
 
 MAX_ROUNDS = 8
 DP_CELLS = 20_000  # byte resolution of the bits knapsack: the budget is cut into at most this many units

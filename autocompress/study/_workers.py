@@ -1,6 +1,6 @@
 """``--n-jobs``: more worker processes on this machine, each joining the same study.
 
-A worker is a whole run (``execute``) in a fresh (spawned) process with ``worker=True``: it loads
+A worker is a whole run (``entry``, the runner's ``execute_worker``) in a fresh (spawned) process with ``worker=True``: it loads
 the data and the baseline itself, opens the study by its storage and name, and runs trials until
 the study holds the requested count. The processes share nothing but the storage, exactly like
 workers on other machines, so one code path serves both. On a machine with several GPUs each
@@ -16,11 +16,13 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import torch
 
-from autocompress.search._execute import execute_worker
-from autocompress.search._settings import SearchSettings
+from autocompress.settings import SearchSettings
+
+WorkerEntry = Callable[[dict[str, Any], int, str], None]  # (the worker's settings as a dict, its threads, its log path)
 
 JOIN_SECONDS = 60.0  # how long the leading process waits for a worker after the study is done or interrupted
 
@@ -37,12 +39,16 @@ def threads_per_worker(n_jobs: int) -> int:
 
 
 @contextlib.contextmanager
-def local_workers(settings: SearchSettings, *, log: Callable[[str], None] = print) -> Iterator[list[BaseProcess]]:
-    """Start ``settings.n_jobs - 1`` worker processes for the body's duration (the calling process
-    is worker 0); on the way out wait for them, and pass a Ctrl-C on to them first."""
+def local_workers(settings: SearchSettings, entry: WorkerEntry | None, *,
+                  log: Callable[[str], None] = print) -> Iterator[list[BaseProcess]]:
+    """Start ``settings.n_jobs - 1`` worker processes running ``entry`` (a module-level function, so that a
+    spawned process finds it) for the body's duration (the calling process is worker 0); on the way out wait
+    for them, and pass a Ctrl-C on to them first."""
     if settings.n_jobs <= 1:
         yield []
         return
+    if entry is None:
+        raise ValueError("n_jobs > 1 needs the workers' entry point (the runner gives it)")
     threads = threads_per_worker(settings.n_jobs)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -51,7 +57,7 @@ def local_workers(settings: SearchSettings, *, log: Callable[[str], None] = prin
     for index in range(1, settings.n_jobs):
         worker = dataclasses.replace(settings, n_jobs=1, worker=True, device=worker_device(settings.device, index))
         log_path = settings.study_dir / f"worker-{index}.log"
-        process: BaseProcess = context.Process(target=execute_worker, args=(worker.to_dict(), threads, str(log_path)),
+        process: BaseProcess = context.Process(target=entry, args=(worker.to_dict(), threads, str(log_path)),
                                                name=f"autocompress-worker-{index}")
         process.start()
         processes.append(process)
