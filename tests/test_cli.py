@@ -96,7 +96,7 @@ def test_bad_inputs_give_one_clear_error(workspace: Path, synthetic_data_dir: Pa
                        "nodata")
 
 
-COMMANDS = ("train", "evaluate", "search", "compare", "report", "dashboard", "size", "apply", "export")
+COMMANDS = ("train", "evaluate", "search", "compare", "report", "dashboard", "size", "inspect", "apply", "export")
 
 
 def test_every_command_has_a_working_help_that_shows_the_defaults() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import json
+import math
 import os
 import random
 import struct
@@ -16,13 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import autocompress.pack._format as pack_format
+from autocompress.cli import main
 from autocompress.compress import compressible_layers
 from autocompress.errors import PackFormatError
 from autocompress.models import build_model
-from autocompress.pack import SizeAccountant, estimate_size, export_packed, read_packed
+from autocompress.pack import SizeAccountant, estimate_size, export_packed, inspect_packed, read_packed
 from autocompress.pack._bits import pack_bits, packed_length, unpack_bits
 from autocompress.pack._cost import MAX_GAP_WIDTH, gap_field_count, gap_field_counts
 from autocompress.pack._format import _gap_fields, _positions_from_gaps
+from autocompress.pack._inspect import code_entropy_bits, mask_bound_bits
 from autocompress.plan import QUANTIZERS, LayerSetting, Plan
 
 
@@ -208,3 +212,40 @@ def test_the_accountant_is_exact_where_a_one_bit_gap_index_beats_the_bitmap_on_a
         assert report == estimate_size(model, plan, model_spec="resnet20")
         encodings = [(layer.cost.encoding, layer.cost.gap_width) for layer in report.layers]
         assert encodings.count(("gap", 1)) >= len(encodings) // 2  # the shortcut's case, and it was exact
+
+
+def test_inspect_accounts_for_every_byte_and_reports_what_each_layer_really_uses(packed_file: Path) -> None:
+    contents = inspect_packed(packed_file)
+    totals = contents.totals()
+    assert (contents.format_version, contents.model_spec, contents.model_class) == (1, "resnet20", "CifarResNet")
+    assert totals["file_bytes"] == os.path.getsize(packed_file) == (
+        totals["index_bytes"] + totals["codes_bytes"] + totals["table_bytes"] + totals["layer_header_bytes"]
+        + totals["other_bytes"])
+    packed = read_packed(packed_file)
+    for layer in contents.layers:
+        codes = packed.quantized[layer.name].codes.reshape(-1)
+        assert (layer.bits, layer.quantizer, layer.kept) == (3, "clipq", int((codes != 0).sum()))
+        assert layer.levels_used == len(set(codes[codes != 0].tolist())) <= layer.levels == 2**3 - 1
+        # the bitmap index is n bits; the enumerative bound of a 40 % kept mask is below it
+        assert layer.index_bound_bytes == pytest.approx(mask_bound_bits(layer.weights, layer.kept) / 8)
+        assert layer.index_bound_bytes <= layer.index_bytes and layer.codes_bound_bytes <= layer.codes_bytes
+
+
+def test_the_entropy_bounds_are_the_textbook_ones() -> None:
+    assert mask_bound_bits(8, 8) == 0 and mask_bound_bits(8, 0) == 0
+    assert mask_bound_bits(4, 2) == pytest.approx(math.log2(6))
+    assert code_entropy_bits(torch.tensor([3, 3, 3, 3])) == 0
+    assert code_entropy_bits(torch.tensor([1, 2, 1, 2])) == pytest.approx(4.0)
+    assert code_entropy_bits(torch.tensor([1, 1, 1, 2])) == pytest.approx(4 * (0.75 * math.log2(4 / 3) + 0.25 * 2))
+
+
+def test_inspect_reads_the_format_1_fixture_and_prints_json_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "format_v1.acz"
+    assert main(["inspect", str(fixture), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["format_version"] == 1 and printed["model_spec"] == "resnet20"
+    assert printed["totals"]["file_bytes"] == fixture.stat().st_size
+    assert {"name", "weights", "sparsity", "bits", "levels_used", "index_bytes", "codes_bytes", "table_bytes",
+            "index_bound_bytes", "codes_bound_bytes"} <= set(printed["layers"][0])
+    assert main(["inspect", str(fixture)]) == 0
+    assert "format version 1" in capsys.readouterr().out

@@ -6,12 +6,20 @@ shape); shared flags come from parent parsers derived from the settings' declara
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 from autocompress import __version__
 from autocompress.cli._flags import ArgumentParser, Command, shared_parsers
-from autocompress.cli._model_commands import ApplyCommand, EvaluateCommand, ExportCommand, SizeCommand, TrainCommand
+from autocompress.cli._model_commands import (
+    ApplyCommand,
+    EvaluateCommand,
+    ExportCommand,
+    InspectCommand,
+    SizeCommand,
+    TrainCommand,
+)
 from autocompress.cli._study_commands import CompareCommand, DashboardCommand, ReportCommand, SearchCommand
 from autocompress.errors import AutocompressError
 
@@ -25,6 +33,7 @@ COMMANDS: tuple[Command, ...] = (
     ReportCommand(),
     DashboardCommand(),
     SizeCommand(),
+    InspectCommand(),
     ApplyCommand(),
     ExportCommand(),
 )
@@ -54,5 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is saved", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away (| head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 

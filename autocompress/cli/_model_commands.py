@@ -1,8 +1,9 @@
-"""Commands on one model and one plan: train, evaluate, size, export, apply."""
+"""Commands on one model, one plan or one packed file: train, evaluate, size, inspect, export, apply."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from autocompress.data import prepare_splits
 from autocompress.engine import evaluate, resolve_device, train
 from autocompress.errors import AutocompressError, PlanError
 from autocompress.models import build_model, load_checkpoint, save_checkpoint
-from autocompress.pack import estimate_size, export_packed, read_packed
+from autocompress.pack import estimate_size, export_packed, inspect_packed, read_packed
 from autocompress.pipeline import finetune_under_plan_, harden_and_measure
 from autocompress.plan import Plan
 from autocompress.settings.options import integer, number
@@ -133,6 +134,21 @@ class SizeCommand(Command):
         if plan.target_bytes is not None:
             verdict = "fits" if report.total <= plan.target_bytes else "DOES NOT FIT"
             print(f"target {format_size(plan.target_bytes)}: {verdict}")
+        return 0
+
+
+class InspectCommand(Command):
+    name = "inspect"
+    help = ("what a packed .acz file holds, per layer: weights, sparsity, bits, levels used, bytes of index, codes "
+            "and table beside their entropy bounds; the format version and the model it decodes to")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("file", type=Path, help="a packed .acz file")
+        parser.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of the table")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        contents = inspect_packed(args.file)
+        print(json.dumps(contents.to_dict(), indent=2) if args.json else contents.table())
         return 0
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from autocompress.pack._bits import bit_width, packed_length
 from autocompress.pack._cost import LayerCost, gap_field_counts, layer_cost, sparse_index_bytes, zero_runs
 from autocompress.pack._format import PackedModel, export_packed, read_packed, write_packed
+from autocompress.pack._inspect import FileContents, LayerContents, inspect_packed
 from autocompress.pack._size import FORMAT_VERSION, LayerSize, SizeAccountant, SizeReport, estimate_size, size_of_quantized
 
 __all__ = [
     "FORMAT_VERSION",
+    "FileContents",
+    "LayerContents",
     "LayerCost",
     "LayerSize",
     "PackedModel",
@@ -18,6 +21,7 @@ __all__ = [
     "estimate_size",
     "export_packed",
     "gap_field_counts",
+    "inspect_packed",
     "layer_cost",
     "packed_length",
     "read_packed",

@@ -78,6 +78,7 @@ class PackedModel:
     num_classes: int
     n_bytes: int
     quantized: dict[str, QuantizedWeight] = field(default_factory=dict)
+    version: int = FORMAT_VERSION  # the format version the file was written in
 
 
 def export_packed(
@@ -126,6 +127,8 @@ def write_packed(
 def read_packed(path: str | Path) -> PackedModel:
     """Load a packed file into an ordinary module; refuse anything truncated or corrupted."""
     file_path = Path(path)
+    if file_path.is_dir():
+        raise PackFormatError(f"{file_path} is a directory; give a packed .acz file, such as studies/<study>/best.acz")
     if not file_path.is_file():
         raise PackFormatError(f"packed file {file_path} does not exist")
     content = file_path.read_bytes()
@@ -150,7 +153,8 @@ def read_packed(path: str | Path) -> PackedModel:
         raise PackFormatError(f"{file_path} has {reader.remaining() - CHECKSUM.size} unexpected trailing bytes")
     model.eval()
     return PackedModel(
-        model=model, plan=plan, model_spec=model_spec, num_classes=num_classes, n_bytes=len(content), quantized=quantized
+        model=model, plan=plan, model_spec=model_spec, num_classes=num_classes, n_bytes=len(content), quantized=quantized,
+        version=version,
     )
 
 
