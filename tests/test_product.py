@@ -196,3 +196,12 @@ def test_a_new_short_list_rule_is_a_registered_subclass_without_a_flag(
     finally:
         SCORINGS.pop("kl-top2-last")
         TRIAL_SCORES.pop("kl-top2-last")
+
+
+def test_a_python_caller_gets_the_registry_checks_before_anything_is_written(tmp_path: Path) -> None:
+    settings = SearchSettings(target_bytes=50000, mode="annealing", output_root=str(tmp_path))  # the form is fine
+    with pytest.raises(SettingError, match="mode must be one of bo, random, admm"):
+        run_search(settings)
+    with pytest.raises(SettingError, match="gate_lr belongs to mode bayesbits"):
+        run_search(SearchSettings(target_bytes=50000, gate_lr=0.1, output_root=str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []
