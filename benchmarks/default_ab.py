@@ -14,6 +14,7 @@ default wins when its mean over the seeds is ahead of the old one's.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,11 +34,15 @@ from autocompress.study import TrialRecord
 
 
 def run_arm(args: argparse.Namespace, arm: str, preset: Path, seed: int) -> dict[str, Any]:
-    """Run (or reuse, when its best.acz exists) one arm; its test accuracy, bytes, returned trial and wall time."""
+    """Run (or reuse, when its best.acz exists) one arm; its test accuracy, bytes, returned trial and wall time.
+    An arm without its best.acz runs again from the start."""
     name = f"{arm}-s{seed}"
     folder = args.output_root / name
     log = args.output_root / f"{name}.log"
     if not (folder / "best.acz").is_file():
+        if folder.exists():  # an arm cut short (Ctrl-C, a stopped machine): resuming its study would not be equal time
+            print(f"{name}: an unfinished arm's folder is removed and the arm runs again from the start", flush=True)
+            shutil.rmtree(folder)
         command = [sys.executable, "-m", "autocompress.cli", "search", "--config", str(preset), "--time", args.time,
                    "--seed", str(seed), "--study-name", name, "--output-root", str(args.output_root),
                    "--data-dir", str(args.data_dir)]
