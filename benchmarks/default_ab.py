@@ -9,11 +9,19 @@ default wins when its mean over the seeds is ahead of the old one's.
 
     python benchmarks/default_ab.py --old benchmarks/presets/resnet20-50KB-v1.yaml \\
         --new studies/resnet20-50KB.yaml --time 14m --seeds 0,1,2
+
+``--old-commit REV`` runs the old arm with the code of that commit (a detached ``git worktree`` under the
+output root, first on its ``PYTHONPATH``) and the new arm with this checkout's: an A/B of the code at the same
+preset, e.g. packed format 1 against format 2 (issue 40)::
+
+    python benchmarks/default_ab.py --old studies/resnet20-50KB.yaml --old-commit 852c558 \\
+        --new studies/resnet20-50KB.yaml --time 14m --seeds 0,1,2 --output-root studies/format_ab
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -47,9 +55,12 @@ def run_arm(args: argparse.Namespace, arm: str, preset: Path, seed: int) -> dict
                    "--seed", str(seed), "--study-name", name, "--output-root", str(args.output_root),
                    "--data-dir", str(args.data_dir)]
         args.output_root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if arm == "old" and args.old_commit:
+            env["PYTHONPATH"] = str(old_checkout(args))
         started = time.perf_counter()
         with open(log, "w") as stream:
-            done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=False)
+            done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env, check=False)
         minutes = (time.perf_counter() - started) / 60
         if done.returncode != 0:
             raise SystemExit(f"{name} failed (exit {done.returncode}); see {log}")
@@ -62,6 +73,14 @@ def run_arm(args: argparse.Namespace, arm: str, preset: Path, seed: int) -> dict
     maker = TrialRecord.of(study.get_trials(deepcopy=False)[result["trial"]]).strategy
     return {"test": test, "bytes": (folder / "best.acz").stat().st_size, "trial": result["trial"], "maker": maker,
             "minutes": float((folder / "wall_minutes.txt").read_text())}
+
+
+def old_checkout(args: argparse.Namespace) -> Path:
+    """A detached worktree of ``--old-commit`` under the output root (made once)."""
+    folder = (args.output_root / f"checkout-{args.old_commit}").resolve()
+    if not (folder / "autocompress").is_dir():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), args.old_commit], check=True)
+    return folder
 
 
 def spread(values: list[float]) -> str:
@@ -78,9 +97,12 @@ def main() -> int:
     parser.add_argument("--output-root", type=Path, default=REPO / "studies" / "default_ab",
                         help="kept, so that a rerun reuses finished arms (delete it to run them again)")
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--old-commit", default=None, metavar="REV",
+                        help="run the old arm with the code of this commit (a git worktree under the output root)")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    print(machine_line("default_ab.py", f"old {args.old.name}, new {args.new.name}, --time {args.time}"), flush=True)
+    old_code = f" at {args.old_commit}" if args.old_commit else ""
+    print(machine_line("default_ab.py", f"old {args.old.name}{old_code}, new {args.new.name}, --time {args.time}"), flush=True)
     rows = []
     for index, seed in enumerate(seeds):
         order = [("old", args.old), ("new", args.new)]

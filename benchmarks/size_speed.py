@@ -2,15 +2,15 @@
 
 A search sizes every proposal, and repairs one that does not fit by searching
 along a path of plans on exact sizes, so the accounting runs several times per
-trial. ``SizeAccountant`` ranks each layer's weights by magnitude once; a plan
-then costs one comparison with the ranks, a ``nonzero`` and a small histogram per
-layer. This script times, on ResNet-18 (random init: the bytes depend on where
-the weights sit, not on how accurate they are):
+trial. In packed format 2 a layer's bytes are those of its entropy-coded streams,
+so sizing a layer quantizes and codes it; ``SizeAccountant`` remembers each
+layer's size per (kept count, bits, quantizer). This script times, on ResNet-18
+(random init: the bytes depend on the weights' values, not on how accurate they
+are):
 
-* the one-time ranking (``SizeAccountant.prepare``);
 * ``SizeAccountant.estimate`` per plan (first time each plan is seen: nothing
-  remembered from earlier plans), and the one-shot ``estimate_size`` (a
-  ``kthvalue`` per layer and call) on the same plans, interleaved plan by plan;
+  remembered from earlier plans), and the one-shot ``estimate_size`` on the
+  same plans, interleaved plan by plan;
 * ``fit_to_budget`` of a random proposal to 1 MB: size evaluations and time;
 
 for two kinds of plans: those the ResNet-18 1 MB search works with (random
@@ -86,10 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model("resnet18").eval()
     space = SearchSpace(layers=tuple(compressible_layers(model)), sparsity_max=0.98, bits_min=2, bits_max=6)
     sizes = CountingAccountant(model, model_spec="resnet18")
-    prepare_ms, _ = time_ms(sizes.prepare)
     print(machine_line("size_speed"))
-    print(f"# ResNet-18 (random init, {sum(p.numel() for p in model.parameters()):,} parameters, {len(space.layers)} compressible layers)")
-    print(f"# one-time ranking of the weights (SizeAccountant.prepare): {prepare_ms:.0f} ms\n")
+    n_parameters = sum(p.numel() for p in model.parameters())
+    print(f"# ResNet-18 (random init, {n_parameters:,} parameters, {len(space.layers)} compressible layers)\n")
     rng = random.Random(args.seed)
     fit_ms, fit_calls, near_target, anywhere = [], [], [], [random_plan(space, rng) for _ in range(count)]
     for _ in range(count):
@@ -101,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         near_target.append(fitted)
     # a fresh accountant for the timing: the fit above left these plans' counts in its memory
     sizes = SizeAccountant(model, model_spec="resnet18")
-    sizes.prepare()
     mismatches = 0
     header = f"{'plans':<26} {'n':>3} {'accountant ms':>14} {'max':>7} {'estimate_size ms':>17} {'speed-up':>9} {'mean bytes':>12}"
     print(header)

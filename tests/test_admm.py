@@ -20,6 +20,7 @@ from autocompress.allocation._projection import (
     _Layers,
     best_uniform_by_distortion,
     bits_for_kept,
+    exact_price,
     keep_for_bits,
     plan_distortion,
     project_to_budget,
@@ -100,7 +101,7 @@ def test_for_fixed_bits_the_kept_weights_are_the_largest_by_squared_value_over_b
         Plan(layers={n: LayerSetting(sparsity_for_kept(layers.numel[n], layers.least[n]), bits[n]) for n in layers.names})
     )
     target = rng.randint(smallest, smallest * 3)
-    counts = keep_for_bits(sizes, layers, bits, target, "clipq", other=sizes.other_bytes(layers.names))
+    counts = keep_for_bits(exact_price(sizes, layers.numel, "clipq"), layers, bits, target, other=sizes.other_bytes(layers.names))
     assert counts is not None
     plan = layers.plan(counts, bits, "clipq", None)
     assert sizes.total(plan) <= target
@@ -137,7 +138,8 @@ def test_the_bits_knapsack_finds_the_brute_force_optimum(case: int) -> None:
         for name in layers.names
     }
     budget = rng.randint(sum(min(c) for c in cost.values()), sum(max(c) for c in cost.values()))
-    chosen = bits_for_kept(sizes, layers.names, counts, choices, table, budget, "clipq", layers.numel)
+    price = exact_price(sizes, layers.numel, "clipq")
+    chosen = bits_for_kept(price, layers.names, counts, choices, table, budget)
     assert chosen is not None
     best = min(
         (sum(table[n][i] for n, i in zip(layers.names, pick)), pick)
@@ -146,7 +148,7 @@ def test_the_bits_knapsack_finds_the_brute_force_optimum(case: int) -> None:
     )
     assert sum(cost[n][choices.index(chosen[n])] for n in layers.names) <= budget
     assert sum(table[n][choices.index(chosen[n])] for n in layers.names) == pytest.approx(best[0])
-    assert bits_for_kept(sizes, layers.names, counts, choices, table, sum(min(c) for c in cost.values()) - 1, "clipq", layers.numel) is None
+    assert bits_for_kept(price, layers.names, counts, choices, table, sum(min(c) for c in cost.values()) - 1) is None
 
 
 def test_sparsity_for_kept_gives_back_the_count() -> None:

@@ -14,9 +14,11 @@ import io
 import os
 import re
 import shlex
+import struct
 import subprocess
 import sys
 import traceback
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from autocompress.compress import compressible_layers
 from autocompress.data import write_synthetic_cifar
 from autocompress.models import build_model, save_checkpoint
 from autocompress.pack import export_packed
+from autocompress.pack._cost import CODED_FIELDS
+from autocompress.pack._size import PREFIX, SUFFIX
 from autocompress.plan import Plan
 
 TABLE = Path(__file__).resolve().parent / "data" / "bad_input.md"
@@ -95,9 +99,20 @@ def make_workspace(folder: Path) -> Path:
     (folder / "typo-plan.yaml").write_text((folder / "plan.yaml").read_text().replace("bits: 3", "bitz: 3", 1))
     export_packed(model, plan, folder / "m.acz", model_spec="resnet20", num_classes=10)
     (folder / "corrupted.acz").write_bytes((folder / "m.acz").read_bytes()[:-100])
+    (folder / "crafted.acz").write_bytes(crafted_packed_file((folder / "m.acz").read_bytes()))
     (folder / "broken.yaml").write_text("target_size: 50KB\nsampler: [tpe\n")
     (folder / "typo.yaml").write_text("target_size: 50KB\nmax_sparsty: 0.9\n")
     return folder
+
+
+def crafted_packed_file(content: bytes) -> bytes:
+    """``content`` with its first layer's kept count raised by one and the checksum made valid again."""
+    body = content[:-4]
+    offset = PREFIX.size + PREFIX.unpack_from(body)[2] + SUFFIX.size + 1  # conv1's codes entry, after its kind byte
+    fields = list(CODED_FIELDS.unpack_from(body, offset))
+    fields[4] += 1
+    body = body[:offset] + CODED_FIELDS.pack(*fields) + body[offset + CODED_FIELDS.size:]
+    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def row_folder(row: Row, folder: Path) -> Path:

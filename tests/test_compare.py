@@ -99,7 +99,9 @@ def test_quantize_then_prune_keeps_its_zeros_and_counts_code_changes(make_tiny_c
 
 
 def test_compare_runs_every_strategy_into_one_storage(tmp_path: Path, synthetic_data_dir: Path, tiny_checkpoint: Path) -> None:
-    search = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="3KB", projections_per_epoch=10, any_mode=True)
+    # 900 B: in packed format 2 the tiny net fits 3 KB dense at 2-3 bits (about 1 KB at 1 bit), so only a target
+    # below that makes every strategy prune, which the naive baselines' measurements below are about
+    search = settings_for(tmp_path, synthetic_data_dir, tiny_checkpoint, target_size="900B", projections_per_epoch=10, any_mode=True)
     settings = CompareSettings(search, epochs=0.2, trials=2, name="cmp")
     messages: list[str] = []
     frame = compare(settings, command="autocompress compare (test)", measure=QUICK, log=messages.append)
@@ -109,7 +111,7 @@ def test_compare_runs_every_strategy_into_one_storage(tmp_path: Path, synthetic_
     for strategy in STRATEGIES:
         packed = folder / strategy / "best.acz"
         row = frame[frame["strategy"] == strategy].iloc[0]
-        assert row["bytes"] == os.path.getsize(packed) <= 3000, strategy
+        assert row["bytes"] == os.path.getsize(packed) <= 900, strategy
         assert read_packed(packed).n_bytes == row["bytes"]
         assert 0 <= row["test_accuracy"] <= 1 and row["wall_min"] > 0 and row["latency_b256_ms"] > 0
         assert row["bitops_g"] < frame.iloc[0]["bitops_g"]  # fewer non-zero weights at fewer bits than fp32

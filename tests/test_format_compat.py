@@ -76,6 +76,10 @@ def test_the_predictions_are_the_same(packed: PackedModel, expected: dict[str, A
 def test_writing_back_what_was_read_gives_the_same_bytes(packed: PackedModel, tmp_path: Path) -> None:
     assert set(packed.quantized) == set(packed.plan.layers)
     path = tmp_path / "again.acz"
-    report = write_packed(path, packed.model, packed.quantized, model_spec=packed.model_spec, num_classes=packed.num_classes)
+    assert packed.version == 1
+    report = write_packed(
+        path, packed.model, packed.quantized, model_spec=packed.model_spec, num_classes=packed.num_classes, version=packed.version
+    )
     assert report.total == FIXTURE.stat().st_size
+    assert path.read_bytes() == FIXTURE.read_bytes()
     assert path.read_bytes() == FIXTURE.read_bytes()

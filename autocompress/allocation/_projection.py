@@ -8,8 +8,8 @@ V and its compressed form Z is small. It alternates two knapsacks:
 * **keep, given the bits** (:func:`keep_for_bits`): weights are kept in
   decreasing order of ``v**2 / bits_of_its_layer`` while the budget lasts. The
   order is one global threshold on that ratio; it is found by bisection on the
-  *exact* packed size (index, codebook, header and the uncompressed parts
-  included), not on ``nnz * bits`` as in the paper.
+  packed size (index, codebook, header and the uncompressed parts included),
+  not on ``nnz * bits`` as in the paper.
 * **bits, given the kept weights** (:func:`bits_for_kept`): every layer picks
   one bit-width; the choice that minimises the total quantization distortion
   within the budget is a multiple-choice knapsack, solved exactly by dynamic
@@ -20,12 +20,19 @@ The alternation starts from a seed plan (the best uniform allocation, or the
 previous projection) and stops when the bits no longer change. It returns the
 iterate of least distortion, the seed included, so it is never worse than its
 seed. Every returned plan fits the target by the exact accountant.
+
+The file's layers are entropy-coded, so a layer's exact bytes need its codes. Inside the two
+knapsacks a layer is priced from the level counts of its kept weights (the quantizer's
+``sorted_kept_counts``, no coding; within a few words of the exact bytes); each iterate is then
+sized exactly, and if the estimates let it overshoot the target, the projection runs again on a
+budget smaller by the overshoot.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +49,15 @@ from autocompress.compress import (
     magnitude_ranks,
     quantize,
 )
-from autocompress.pack import SizeAccountant
+from autocompress.pack import SizeAccountant, estimate_layer_bytes
 from autocompress.plan import LayerSetting, Plan
 from autocompress.quantizers import get_quantizer
 
+# the bytes of one layer's entry at (layer, kept count, bits)
+LayerPrice = Callable[[str, int, int], int]
+
 MAX_ROUNDS = 8
+_REFITS = 4  # projections on a smaller budget when the estimated prices let an iterate overshoot
 DP_CELLS = 20_000  # byte resolution of the bits knapsack: the budget is cut into at most this many units
 _THRESHOLD_STEPS = 60
 _SLACK = 0.001  # a keep step may leave this share of the target unused
@@ -131,6 +142,39 @@ class _Layers:
         )
 
 
+def exact_price(sizes: SizeAccountant, numel: dict[str, int], quantizer: str) -> LayerPrice:
+    """A layer's exact bytes from the accountant (quantized and coded)."""
+    return lambda name, count, bits: sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(numel[name], count), bits, quantizer))
+
+
+class _EstimatedPrice:
+    """A layer's bytes from the level counts of its kept weights, without coding them (exact where the
+    quantizer has no ``sorted_kept_counts``). Remembered per (layer, count, bits) for the projector's life."""
+
+    def __init__(self, sizes: SizeAccountant, layers: _Layers, quantizer: str) -> None:
+        self.layers, self.entry = layers, get_quantizer(quantizer)
+        self.exact = exact_price(sizes, layers.numel, quantizer)
+        self._prices: dict[tuple[str, int, int], int] = {}
+        self._sorted: dict[str, tuple[int, torch.Tensor]] = {}
+
+    def __call__(self, name: str, count: int, bits: int) -> int:
+        key = (name, count, bits)
+        if key not in self._prices:
+            self._prices[key] = self._price(name, count, bits)
+        return self._prices[key]
+
+    def _price(self, name: str, count: int, bits: int) -> int:
+        cached = self._sorted.get(name)
+        if cached is None or cached[0] != count:
+            cached = self._sorted[name] = (count, self.layers.kept_sorted(name, count))
+        level_counts = self.entry.sorted_kept_counts(cached[1], bits)
+        if level_counts is None:
+            return self.exact(name, count, bits)
+        numel = self.layers.numel[name]
+        table = self.entry.table_length(self.entry.n_levels(bits, count), self.layers.values[name].shape[0])
+        return estimate_layer_bytes(numel, count, level_counts.numpy(), table)
+
+
 class Projector:
     """The projection of one set of weights (the accountant's model's), prepared once for many calls.
 
@@ -141,24 +185,42 @@ class Projector:
         self.sizes, self.space = sizes, space
         self.layers = _Layers(sizes, space)
         self.other = sizes.other_bytes(self.layers.names)
+        self.price = _EstimatedPrice(sizes, self.layers, space.quantizers[0])
 
     def project(self, target_bytes: int, *, seed: Plan | None = None, max_rounds: int = MAX_ROUNDS,
                 coefficients: dict[str, float] | None = None) -> Projection | None:
         """See :func:`project_to_budget`."""
-        sizes, space, other = self.sizes, self.space, self.other
-        layers = self.layers.weighted(coefficients)
-        quantizer = space.quantizers[0]
         if seed is None:
-            seed = best_uniform_by_distortion(sizes, space, target_bytes)
+            seed = best_uniform_by_distortion(self.sizes, self.space, target_bytes)
             if seed is None:
                 return None
+        budget = target_bytes
+        for _ in range(_REFITS + 1):
+            best, overshoot = self._project_within(budget, target_bytes, seed, max_rounds, coefficients)
+            if best is not None or overshoot <= 0:
+                return best
+            budget -= overshoot  # the estimated prices were short by about this much
+        return None
+
+    def _project_within(self, budget: int, target_bytes: int, seed: Plan, max_rounds: int,
+                        coefficients: dict[str, float] | None) -> tuple[Projection | None, int]:
+        """The alternation on estimated prices within ``budget``; of its iterates, the least distortion one that
+        fits ``target_bytes`` exactly, and the largest overshoot of the target by the iterates that did not."""
+        sizes, space, other, price = self.sizes, self.space, self.other, self.price
+        layers = self.layers.weighted(coefficients)
+        quantizer = space.quantizers[0]
         best: Projection | None = None
+        overshoot = 0
 
         def consider(counts: dict[str, int], bits: dict[str, int], distortion: float, rounds: int) -> None:
-            nonlocal best
+            nonlocal best, overshoot
             if best is None or distortion < best.distortion:
                 plan = layers.plan(counts, bits, quantizer, seed.model)
-                best = Projection(plan, sizes.total(plan), distortion, rounds)
+                packed_bytes = sizes.total(plan)
+                if packed_bytes <= target_bytes:
+                    best = Projection(plan, packed_bytes, distortion, rounds)
+                else:
+                    overshoot = max(overshoot, packed_bytes - target_bytes)
 
         bits = {name: seed.layers[name].bits for name in layers.names}
         seed_counts = {name: kept_count(layers.numel[name], seed.layers[name].sparsity) for name in layers.names}
@@ -168,12 +230,12 @@ class Projector:
             consider(seed_counts, bits, sum(table[name][0] for name in layers.names), 0)
         choices = list(range(space.bits_min, space.bits_max + 1))
         for round_number in range(1, max_rounds + 1):
-            counts = keep_for_bits(sizes, layers, bits, target_bytes, quantizer, other=other)
+            counts = keep_for_bits(price, layers, bits, budget, other=other)
             if counts is None:
                 break
             table = _distortions(layers, counts, {name: choices for name in layers.names}, quantizer)
             consider(counts, bits, sum(table[name][choices.index(bits[name])] for name in layers.names), round_number)
-            new_bits = bits_for_kept(sizes, layers.names, counts, choices, table, target_bytes - other, quantizer, layers.numel)
+            new_bits = bits_for_kept(price, layers.names, counts, choices, table, budget - other)
             if new_bits is None:
                 break
             consider(counts, new_bits, sum(table[name][choices.index(new_bits[name])] for name in layers.names), round_number)
@@ -182,7 +244,7 @@ class Projector:
             bits = new_bits
         if best is not None:
             assert best.packed_bytes <= target_bytes, f"projection produced {best.packed_bytes} bytes over {target_bytes}"
-        return best
+        return best, overshoot
 
 
 def project_to_budget(
@@ -211,27 +273,23 @@ def project_to_budget(
 
 
 def keep_for_bits(
-    sizes: SizeAccountant,
+    price: LayerPrice,
     layers: _Layers,
     bits: dict[str, int],
     target_bytes: int,
-    quantizer: str,
     *,
     other: int,
 ) -> dict[str, int] | None:
     """Kept counts per layer: the largest ``v**2 / bits`` weights that fit the budget (None if the fewest allowed do not).
 
     The counts fall as the threshold rises; the threshold is bisected (geometrically)
-    on exact sizes, and the returned counts always fit."""
+    on the layers' prices plus ``other``, and the returned counts fit by those prices."""
 
     def counts_at(threshold: float) -> dict[str, int]:
         return {name: layers.kept_at(name, threshold, bits[name]) for name in layers.names}
 
     def bytes_of(counts: dict[str, int]) -> int:
-        return other + sum(
-            sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(layers.numel[name], counts[name]), bits[name], quantizer))
-            for name in layers.names
-        )
+        return other + sum(price(name, counts[name], bits[name]) for name in layers.names)
 
     everything = {name: layers.most[name] for name in layers.names}
     if bytes_of(everything) <= target_bytes:
@@ -260,14 +318,12 @@ def keep_for_bits(
 
 
 def bits_for_kept(
-    sizes: SizeAccountant,
+    price: LayerPrice,
     names: list[str],
     counts: dict[str, int],
     choices: list[int],
     distortion: dict[str, list[float]],
     layer_budget: int,
-    quantizer: str,
-    numel: dict[str, int],
 ) -> dict[str, int] | None:
     """Each layer's bit-width (one of ``choices``) minimising total distortion with the layers' bytes
     within ``layer_budget``: a multiple-choice knapsack solved exactly by dynamic programming on a
@@ -282,10 +338,7 @@ def bits_for_kept(
     picks: list[np.ndarray] = []
     for name in names:
         options = [
-            (
-                -(-sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(numel[name], counts[name]), bits, quantizer)) // unit),
-                distortion[name][index],
-            )
+            (-(-price(name, counts[name], bits) // unit), distortion[name][index])
             for index, bits in enumerate(choices)
         ]
         updated = np.full(capacity + 1, inf)
@@ -306,7 +359,7 @@ def bits_for_kept(
     for name, pick in zip(reversed(names), reversed(picks)):
         index = int(pick[cell])
         chosen[name] = choices[index]
-        cost = -(-sizes.layer_bytes(name, LayerSetting(sparsity_for_kept(numel[name], counts[name]), choices[index], quantizer)) // unit)
+        cost = -(-price(name, counts[name], choices[index]) // unit)
         cell -= cost
     return {name: chosen[name] for name in names}
 

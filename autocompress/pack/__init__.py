@@ -6,10 +6,20 @@ from autocompress.pack._bits import bit_width, packed_length
 from autocompress.pack._cost import LayerCost, gap_field_counts, layer_cost, sparse_index_bytes, zero_runs
 from autocompress.pack._format import PackedModel, export_packed, read_packed, write_packed
 from autocompress.pack._inspect import FileContents, LayerContents, inspect_packed
-from autocompress.pack._size import FORMAT_VERSION, LayerSize, SizeAccountant, SizeReport, estimate_size, size_of_quantized
+from autocompress.pack._size import (
+    FORMAT_VERSION,
+    FORMAT_VERSIONS,
+    LayerSize,
+    SizeAccountant,
+    SizeReport,
+    estimate_layer_bytes,
+    estimate_size,
+    size_of_quantized,
+)
 
 __all__ = [
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "FileContents",
     "LayerContents",
     "LayerCost",
@@ -18,6 +28,7 @@ __all__ = [
     "SizeAccountant",
     "SizeReport",
     "bit_width",
+    "estimate_layer_bytes",
     "estimate_size",
     "export_packed",
     "gap_field_counts",

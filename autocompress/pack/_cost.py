@@ -1,6 +1,8 @@
-"""Exact byte cost of one compressed layer, and the choice of its sparse index.
+"""Exact byte cost of one compressed layer in format 1, and the choice of its sparse index.
 
-Three encodings of a layer's codes, the cheapest chosen per layer:
+Format 1 (fixed-width codes) is what files written before format 2 hold; it is still read and
+written back byte for byte, and Bayesian Bits' gates price their widths with it. Three encodings
+of a layer's codes, the cheapest chosen per layer:
 
 * ``dense``: no index; every weight stores a code of ``bit_width(n_levels + 1)``
   bits, zero being code 0.
@@ -20,8 +22,11 @@ import torch
 
 from autocompress.pack._bits import bit_width, packed_length
 
-# after the kind byte: quantizer u8, bits u8, encoding u8, gap width u8, n_levels u16, n_kept u32
+# format 1, after the kind byte: quantizer u8, bits u8, encoding u8, gap width u8, n_levels u16, n_kept u32
 CODES_FIELDS = struct.Struct("<BBBBHI")
+# format 2, after the kind byte: quantizer u8, bits u8, frequency precision u8, n_levels u16, n_kept u32,
+# mask stream words u32, codes stream words u32
+CODED_FIELDS = struct.Struct("<BBBHIII")
 GAP_COUNT = struct.Struct("<I")
 TABLE_ITEM_BYTES = 2  # fp16
 ENCODINGS = ("dense", "bitmap", "gap")

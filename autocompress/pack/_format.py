@@ -8,12 +8,17 @@ Layout (little-endian)::
       fp32      kind u8, numel x f32
       fp16      kind u8, numel x f16                      (biases)
       batchnorm kind u8, C x f16 scale, C x f16 shift     (folded)
-      codes     kind u8, quantizer file id u8, bits u8, encoding u8, gap width u8,
+      codes     format 2: kind u8, quantizer file id u8, bits u8, frequency precision u8,
+                n_levels u16, n_kept u32, mask words u32, codes words u32, table (f16),
+                frequency table (n_levels fields of `precision` bits, when n_levels >= 2),
+                mask stream (u32 words), codes stream (u32 words)        (see _entropy)
+                format 1: kind u8, quantizer file id u8, bits u8, encoding u8, gap width u8,
                 n_levels u16, n_kept u32, [gap fields u32], table (f16),
                 index (bitmap or gap fields), values (bit-packed codes)
     CRC-32 of everything above, u32
 
-The plan is recoverable from the codes entries (quantizer, bits, kept count).
+The plan is recoverable from the codes entries (quantizer, bits, kept count). Every field is
+checked against the model and the bytes left before anything is allocated from it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,14 @@ from autocompress.errors import AutocompressError, PackFormatError
 from autocompress.files import check_output_path, write_bytes
 from autocompress.models import build_model
 from autocompress.pack._bits import bit_width, pack_bits, packed_length, unpack_bits
-from autocompress.pack._cost import CODES_FIELDS, ENCODINGS, GAP_COUNT, zero_runs
+from autocompress.pack._cost import CODED_FIELDS, CODES_FIELDS, ENCODINGS, GAP_COUNT, zero_runs
+from autocompress.pack._entropy import (
+    FREQUENCY_PRECISIONS,
+    StreamError,
+    decode_codes,
+    decode_mask,
+    max_stream_words,
+)
 from autocompress.pack._layout import (
     KIND_BATCHNORM,
     KIND_CODES,
@@ -51,10 +63,12 @@ from autocompress.pack._layout import (
 from autocompress.pack._size import (
     CHECKSUM,
     FORMAT_VERSION,
+    FORMAT_VERSIONS,
     MAGIC,
     PREFIX,
     SUFFIX,
     SizeReport,
+    coded_layer,
     quantized_layer_size,
     size_of_quantized,
 )
@@ -69,7 +83,7 @@ class PackedModel:
 
     ``quantized`` holds each plan layer's codes and table as read, so
     ``write_packed(path, packed.model, packed.quantized, model_spec=packed.model_spec,
-    num_classes=packed.num_classes)`` writes the same bytes back.
+    num_classes=packed.num_classes, version=packed.version)`` writes the same bytes back.
     """
 
     model: nn.Module
@@ -99,19 +113,24 @@ def write_packed(
     *,
     model_spec: str,
     num_classes: int,
+    version: int = FORMAT_VERSION,
 ) -> SizeReport:
-    """Write ``model`` (hardened by :func:`harden_`) with its plan layers' codes; atomic."""
-    report = size_of_quantized(model, quantized, model_spec=model_spec)
+    """Write ``model`` (hardened by :func:`harden_`) with its plan layers' codes; atomic.
+
+    ``version`` 1 writes the first format (fixed-width codes), for writing an old file back as it was."""
+    if version not in FORMAT_VERSIONS:
+        raise ValueError(f"packed format version {version} is not one of {FORMAT_VERSIONS}")
+    report = size_of_quantized(model, quantized, model_spec=model_spec, version=version)
     body = io.BytesIO()
     spec = model_spec.encode()
     entries = model_entries(model, set(quantized))
     state = dict(canonical_state(model))
     modules = dict(model.named_modules())
-    body.write(PREFIX.pack(MAGIC, FORMAT_VERSION, len(spec)) + spec)
+    body.write(PREFIX.pack(MAGIC, version, len(spec)) + spec)
     body.write(SUFFIX.pack(num_classes, model_fingerprint(model), len(entries)))
     for entry in entries:
         if entry.kind == KIND_CODES:
-            body.write(_codes_entry(entry, quantized[entry.name]))
+            body.write(_codes_entry(entry, quantized[entry.name]) if version == 1 else _coded_entry(entry, quantized[entry.name]))
         elif entry.kind == KIND_BATCHNORM:
             body.write(_batchnorm_entry(cast(_BatchNorm, modules[entry.name])))  # model_entries: foldable batch norms only
         else:
@@ -136,8 +155,11 @@ def read_packed(path: str | Path) -> PackedModel:
     magic, version, spec_length = reader.unpack(PREFIX)
     if magic != MAGIC:
         raise PackFormatError(f"{file_path} is not an autocompress packed file (bad magic bytes); export one with `autocompress export`")
-    if version != FORMAT_VERSION:
-        raise PackFormatError(f"{file_path} is packed format version {version}; this autocompress reads version {FORMAT_VERSION}")
+    if version not in FORMAT_VERSIONS:
+        raise PackFormatError(
+            f"{file_path} is packed format version {version}; this autocompress reads versions "
+            f"{', '.join(map(str, FORMAT_VERSIONS))} (a newer autocompress wrote it?)"
+        )
     if len(content) < PREFIX.size + SUFFIX.size + CHECKSUM.size or zlib.crc32(content[:-4]) != CHECKSUM.unpack(content[-4:])[0]:
         raise PackFormatError(f"{file_path} is truncated or corrupted (checksum mismatch); export it again")
     model_spec = bytes(reader.take(spec_length)).decode("utf-8", errors="replace")
@@ -148,7 +170,7 @@ def read_packed(path: str | Path) -> PackedModel:
         raise PackFormatError(f"{file_path} holds model {model_spec!r}, which cannot be built here: {error}") from None
     if model_fingerprint(model) != fingerprint:
         raise PackFormatError(f"{file_path} was packed from a model whose layers differ from {model_spec!r} as built here")
-    plan, quantized = _read_entries(reader, model, n_entries, model_spec)
+    plan, quantized = _read_entries(reader, model, n_entries, model_spec, version)
     if reader.remaining() != CHECKSUM.size:
         raise PackFormatError(f"{file_path} has {reader.remaining() - CHECKSUM.size} unexpected trailing bytes")
     model.eval()
@@ -158,8 +180,31 @@ def read_packed(path: str | Path) -> PackedModel:
     )
 
 
+def _coded_entry(entry: Entry, quantized: QuantizedWeight) -> bytes:
+    """A format-2 codes entry: header, tables, then the coded mask and codes."""
+    coded = coded_layer(entry, quantized)
+    streams = coded.streams
+    header = CODED_FIELDS.pack(
+        get_quantizer(quantized.quantizer).file_id,
+        quantized.bits,
+        streams.precision,
+        quantized.n_levels,
+        coded.size.n_kept,
+        streams.mask.size,
+        streams.codes.size,
+    )
+    return b"".join([
+        bytes([KIND_CODES]),
+        header,
+        quantized.table.cpu().numpy().astype("<f2").tobytes(),
+        pack_bits(streams.frequencies, streams.precision) if streams.frequencies.size else b"",
+        streams.mask.astype("<u4").tobytes(),
+        streams.codes.astype("<u4").tobytes(),
+    ])
+
+
 def _codes_entry(entry: Entry, quantized: QuantizedWeight) -> bytes:
-    size = quantized_layer_size(entry, quantized)
+    size = quantized_layer_size(entry, quantized, version=1)
     cost = size.cost
     codes = quantized.codes.reshape(-1).cpu()
     kept = codes != 0
@@ -251,7 +296,7 @@ class _Reader:
 
 
 def _read_entries(
-    reader: _Reader, model: nn.Module, n_entries: int, model_spec: str
+    reader: _Reader, model: nn.Module, n_entries: int, model_spec: str, version: int
 ) -> tuple[Plan, dict[str, QuantizedWeight]]:
     expected = model_entries(model, plan_layers={name for name, _ in model.named_modules()})
     if n_entries != len(expected):
@@ -263,7 +308,8 @@ def _read_entries(
     for entry in expected:
         kind = reader.take(1)[0]
         if kind == KIND_CODES and entry.kind == KIND_CODES:
-            codes = quantized[entry.name] = _read_codes(reader, entry, state)
+            read = _read_codes if version == 1 else _read_coded
+            codes = quantized[entry.name] = read(reader, entry, state)
             sparsity = (entry.numel - codes.n_kept) / entry.numel
             layers[entry.name] = LayerSetting(sparsity=sparsity, bits=codes.bits, quantizer=codes.quantizer)
         elif kind == KIND_RAW32 and entry.kind == KIND_CODES:
@@ -289,6 +335,40 @@ def _read_batchnorm(reader: _Reader, entry: Entry, bn: nn.Module, state: dict[st
     state[f"{entry.name}.bias"] = reader.floats(entry.numel, "<f2")
     state[f"{entry.name}.running_mean"] = torch.zeros(entry.numel)
     state[f"{entry.name}.running_var"] = folded_running_var(entry.numel, bn.eps)
+
+
+def _read_coded(reader: _Reader, entry: Entry, state: dict[str, torch.Tensor]) -> QuantizedWeight:
+    """A format-2 codes entry; every count is checked against the layer before it sizes a read."""
+    quantizer_id, bits, precision, n_levels, n_kept, mask_words, codes_words = reader.unpack(CODED_FIELDS)
+    try:
+        quantizer = quantizer_for_file_id(quantizer_id)
+    except PackFormatError as error:
+        raise PackFormatError(f"{reader.path}: layer {entry.name}: {error}") from None
+    where = f"{reader.path}: layer {entry.name}"
+    if not MIN_BITS <= bits <= MAX_BITS or not 1 <= n_kept <= entry.numel:
+        raise PackFormatError(f"{where} has an invalid header (bits {bits}, {n_kept} kept of {entry.numel})")
+    if n_levels != quantizer.n_levels(bits, n_kept):
+        raise PackFormatError(f"{where} has {n_levels} levels; {quantizer.name} at {bits} bits has {quantizer.n_levels(bits, n_kept)}")
+    if (precision in FREQUENCY_PRECISIONS) != (n_levels >= 2):
+        raise PackFormatError(f"{where} has an invalid frequency precision {precision}")
+    if mask_words > max_stream_words(entry.numel) or codes_words > max_stream_words(n_kept):
+        raise PackFormatError(f"{where} has streams longer than {entry.numel} weights can need")
+    table = reader.floats(quantizer.table_length(n_levels, entry.out_channels), "<f2").half()
+    frequencies = unpack_bits(reader.take(packed_length(n_levels, precision)), n_levels, precision) if precision else np.zeros(0)
+    mask = np.frombuffer(reader.take(4 * mask_words), dtype="<u4")
+    code_words = np.frombuffer(reader.take(4 * codes_words), dtype="<u4")
+    try:
+        positions = decode_mask(mask, entry.numel, n_kept)
+        symbols = decode_codes(code_words, frequencies.astype(np.int64), n_kept)
+    except StreamError as error:
+        raise PackFormatError(f"{where} is corrupted: {error}; export it again") from None
+    codes = np.zeros(entry.numel, dtype=np.int64)
+    codes[positions] = symbols + 1
+    weight_key = f"{entry.name}.weight"
+    codes_tensor = torch.from_numpy(codes).view(state[weight_key].shape)
+    quantized = QuantizedWeight(codes=codes_tensor, table=table, quantizer=quantizer.name, bits=bits, n_levels=n_levels)
+    state[weight_key] = dequantize(quantized)
+    return quantized
 
 
 def _read_codes(reader: _Reader, entry: Entry, state: dict[str, torch.Tensor]) -> QuantizedWeight:

@@ -149,7 +149,7 @@ class FileContents:
 def inspect_packed(path: str | Path) -> FileContents:
     """Read a packed file (refusing a corrupted one as :func:`read_packed` does) and say what it holds."""
     packed = read_packed(path)
-    report = size_of_quantized(packed.model, packed.quantized, model_spec=packed.model_spec)
+    report = size_of_quantized(packed.model, packed.quantized, model_spec=packed.model_spec, version=packed.version)
     layers = [LayerContents.of(size, packed.quantized[size.name]) for size in report.layers]
     return FileContents(path=str(path), format_version=packed.version, model_spec=packed.model_spec,
                         model_class=type(packed.model).__name__, num_classes=packed.num_classes, file_bytes=packed.n_bytes,

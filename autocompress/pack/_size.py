@@ -1,4 +1,9 @@
-"""Exact size of the packed file, without writing it; the one source of truth for bytes."""
+"""Exact size of the packed file, without writing it; the one source of truth for bytes.
+
+In format 2 a compressed layer's bytes are those of its entropy-coded mask and codes, so they depend
+on the codes themselves: sizing a plan quantizes its layers and codes them (what the writer does, so
+the estimate is the file's size). :class:`SizeAccountant` remembers each layer's size per setting.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,13 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from autocompress.compress import (
-    QuantizedWeight,
-    compressible_layers,
-    full_precision_weight,
-    kept_count,
-    magnitude_mask,
-    magnitude_ranks,
-    n_levels_for,
-)
-from autocompress.pack._cost import MAX_GAP_WIDTH, LayerCost, gap_field_counts, layer_cost, zero_runs
+from autocompress.compress import QuantizedWeight, compressible_layers, full_precision_weight, kept_count, quantize
+from autocompress.pack._cost import CODED_FIELDS, TABLE_ITEM_BYTES, LayerCost, gap_field_counts, layer_cost, zero_runs
+from autocompress.pack._entropy import WORD_BYTES, LayerStreams, codes_bytes_estimate, layer_streams, mask_bytes_estimate
 from autocompress.pack._layout import (
     KIND_BATCHNORM,
     KIND_CODES,
@@ -29,14 +28,14 @@ from autocompress.pack._layout import (
     plain_entry_bytes,
 )
 from autocompress.plan import LayerSetting, Plan
-from autocompress.quantizers import get_quantizer
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this version writes; format 1 files are still read (and written back as they were)
+FORMAT_VERSIONS = (1, 2)
 PREFIX = struct.Struct("<4sBH")  # magic, version, length of the model spec
 SUFFIX = struct.Struct("<HIH")  # num_classes, model fingerprint, number of entries
 CHECKSUM = struct.Struct("<I")  # CRC-32 of everything before it
-_FIELD_CACHE_SIZE = 8192  # (layer, kept count) entries a SizeAccountant remembers
+_CACHE_SIZE = 16384  # (layer, kept count, bits, quantizer) sizes a SizeAccountant remembers
 
 
 def header_bytes(model_spec: str) -> int:
@@ -111,40 +110,37 @@ class SizeReport:
 def estimate_size(model: nn.Module, plan: Plan, *, model_spec: str) -> SizeReport:
     """Exact bytes of ``export`` of ``model`` (current full-precision weights) under ``plan``.
 
-    The sparse index's cost depends on where the zeros fall, so this reads the
-    weights and computes each layer's magnitude mask. To size many plans of one
-    model, :class:`SizeAccountant` is much faster.
+    Each plan layer is quantized as :func:`harden_` would and its streams coded, so this is the
+    file's size. To size many plans of one model, :class:`SizeAccountant` remembers layers' sizes.
     """
     layers = compressible_layers(model)
     plan.check_layers(layers)
 
-    def gap_fields(name: str, n_kept: int) -> list[int]:
-        return gap_field_counts(zero_runs(magnitude_mask(full_precision_weight(layers[name]), n_kept)))
+    def size_of(entry: Entry) -> LayerSize:
+        return coded_layer(entry, quantize(full_precision_weight(layers[entry.name]), plan.layers[entry.name])).size
 
-    return _report(model, set(plan.layers), model_spec, lambda entry: _planned_layer_size(entry, plan, gap_fields))
+    return _report(model, set(plan.layers), model_spec, size_of)
 
 
 class SizeAccountant:
-    """Exact sizes of many plans for one model: each layer's magnitude order is sorted once.
+    """Exact sizes of many plans for one model: each layer's size is remembered per setting.
 
-    ``accountant.estimate(plan)`` equals ``estimate_size(model, plan, ...)`` byte
-    for byte; after the first call for a layer it needs no sort or top-k, only a
-    comparison with the cached ranks (ResNet-18: about 25 ms a plan on 2 CPU
-    cores, against 200 ms and more). A layer whose weight was changed in place
-    (its version counter moved) is ranked again on the next call; a change made
-    through ``.data`` is invisible to that check, so build a new accountant then.
+    ``accountant.estimate(plan)`` equals ``estimate_size(model, plan, ...)`` byte for byte. A layer
+    is quantized and coded once per (kept count, bits, quantizer); a layer whose weight was changed
+    in place (its version counter moved) is sized again on the next call. A change made through
+    ``.data`` is invisible to that check, so build a new accountant then.
     """
 
     def __init__(self, model: nn.Module, *, model_spec: str) -> None:
         self.model = model
         self.model_spec = model_spec
         self._layers = compressible_layers(model)
-        self._ranks: dict[str, _LayerRanks] = {}
-        self._fields: dict[tuple[str, int], list[int]] = {}  # insertion order: the oldest is evicted first
+        self._stamps: dict[str, tuple[int, int]] = {}
+        self._sizes: dict[tuple[str, int, int, str], LayerSize] = {}  # insertion order: the oldest is evicted first
 
     def estimate(self, plan: Plan) -> SizeReport:
         plan.check_layers(self._layers)
-        return _report(self.model, set(plan.layers), self.model_spec, lambda entry: _planned_layer_size(entry, plan, self._gap_fields))
+        return _report(self.model, set(plan.layers), self.model_spec, lambda entry: self._layer_size(entry.name, plan.layers[entry.name]))
 
     def total(self, plan: Plan) -> int:
         """``estimate(plan).total``."""
@@ -152,9 +148,11 @@ class SizeAccountant:
 
     def layer_bytes(self, name: str, setting: LayerSetting) -> int:
         """Exact bytes of one layer's entry under ``setting`` (what it adds to ``total``)."""
-        weight = full_precision_weight(self._layers[name])
-        entry = Entry(KIND_CODES, name, weight.numel(), weight.shape[0] if weight.dim() else 1)
-        return _planned_layer_size(entry, Plan(layers={name: setting}), self._gap_fields).cost.total
+        return self._layer_size(name, setting).cost.total
+
+    def layer_size(self, name: str, setting: LayerSetting) -> LayerSize:
+        """One layer's entry under ``setting``, by part (mask, codes, tables, header)."""
+        return self._layer_size(name, setting)
 
     def other_bytes(self, plan_layers: list[str]) -> int:
         """Bytes of everything but the compressed layers' entries when ``plan_layers`` are compressed:
@@ -164,90 +162,66 @@ class SizeAccountant:
                 raise KeyError(name)
         return _report(self.model, set(plan_layers), self.model_spec, _no_layer_cost).total
 
-    def prepare(self, names: list[str] | None = None) -> None:
-        """Rank the given layers (all by default) now rather than on first use."""
-        for name in names if names is not None else list(self._layers):
-            self._ranks_of(name)
-
-    def _ranks_of(self, name: str) -> _LayerRanks:
+    def _layer_size(self, name: str, setting: LayerSetting) -> LayerSize:
         weight = full_precision_weight(self._layers[name])
         stamp = (weight._version, weight.data_ptr())
-        cached = self._ranks.get(name)
-        if cached is None or cached.stamp != stamp:
-            cached = _LayerRanks.of(weight, stamp)
-            self._ranks[name] = cached
-            self._fields = {key: value for key, value in self._fields.items() if key[0] != name}
-        return cached
-
-    def _gap_fields(self, name: str, n_kept: int) -> list[int]:
-        """Gap-field counts of a layer at ``n_kept``, remembered: a fit to the budget asks for the same
-        counts again (every step that only lowers bits keeps the sparsities).
-
-        When more than half the weights are kept, no gap width of 2 bits or more can
-        beat the bitmap (its index alone takes more than ``2 * n_kept > numel`` bits),
-        so those entries hold the lower bound ``n_kept`` instead of an exact count;
-        and at width 1 the count is the last kept position + 1, read off the ranks'
-        suffix minima by one binary search. A dense layer then costs no pass over
-        its weights.
-        """
-        ranks = self._ranks_of(name)
-        key = (name, n_kept)
-        if key not in self._fields:
-            if len(self._fields) >= _FIELD_CACHE_SIZE:
-                self._fields.pop(next(iter(self._fields)))
-            if 2 * n_kept > ranks.numel:
-                self._fields[key] = [ranks.last_kept_position(n_kept) + 1] + [n_kept] * (MAX_GAP_WIDTH - 1)
-            else:
-                self._fields[key] = gap_field_counts(zero_runs(ranks.ranks < n_kept))
-        return self._fields[key]
+        if self._stamps.get(name) != stamp:
+            self._stamps[name] = stamp
+            self._sizes = {key: value for key, value in self._sizes.items() if key[0] != name}
+        key = (name, kept_count(weight.numel(), setting.sparsity), setting.bits, setting.quantizer)
+        if key not in self._sizes:
+            if len(self._sizes) >= _CACHE_SIZE:
+                self._sizes.pop(next(iter(self._sizes)))
+            entry = Entry(KIND_CODES, name, weight.numel(), weight.shape[0] if weight.dim() else 1)
+            self._sizes[key] = coded_layer(entry, quantize(weight, setting)).size
+        return self._sizes[key]
 
 
 @dataclass(frozen=True)
-class _LayerRanks:
-    """A layer's magnitude ranks (flat) and their suffix minima, stamped with the weight's version."""
+class CodedLayer:
+    """A compressed layer's entry in format 2: its size and its coded streams."""
 
-    stamp: tuple[int, int]
-    ranks: torch.Tensor
-    suffix_min: torch.Tensor  # suffix_min[p] = min(ranks[p:]), non-decreasing
+    size: LayerSize
+    streams: LayerStreams
 
-    @classmethod
-    def of(cls, weight: torch.Tensor, stamp: tuple[int, int]) -> _LayerRanks:
-        ranks = magnitude_ranks(weight).reshape(-1)
-        suffix_min = torch.cummin(ranks.flip(0), dim=0).values.flip(0).contiguous()
-        return cls(stamp, ranks, suffix_min)
 
-    @property
-    def numel(self) -> int:
-        return self.ranks.numel()
+def coded_layer(entry: Entry, quantized: QuantizedWeight) -> CodedLayer:
+    """Code one layer's mask and codes (format 2) and count its entry's bytes."""
+    codes = quantized.codes.reshape(-1).cpu().numpy()
+    kept = codes != 0
+    streams = layer_streams(kept, codes[kept] - 1, quantized.n_levels)
+    cost = LayerCost(
+        "ans", 0, 0,
+        values=WORD_BYTES * streams.codes.size,
+        index=WORD_BYTES * streams.mask.size,
+        codebook=TABLE_ITEM_BYTES * quantized.table.numel() + streams.table_bytes,
+        overhead=1 + CODED_FIELDS.size,
+    )
+    return CodedLayer(LayerSize(entry.name, entry.numel, int(np.count_nonzero(kept)), quantized.bits, quantized.quantizer, cost), streams)
 
-    def last_kept_position(self, n_kept: int) -> int:
-        """Flat index of the last weight among the ``n_kept`` largest (positions p with a kept weight at or after p, minus 1)."""
-        return (
-            int(torch.searchsorted(self.suffix_min, torch.tensor([n_kept], dtype=self.suffix_min.dtype, device=self.suffix_min.device)))
-            - 1
-        )
+
+def estimate_layer_bytes(numel: int, n_kept: int, level_counts: np.ndarray, table_length: int) -> int:
+    """A compressed layer's entry bytes from how many weights each level gets, without coding them: the
+    streams' information content plus the coder's usual flush, so within a few words of
+    :meth:`SizeAccountant.layer_bytes` (planners use it; the exact size comes from coding)."""
+    return (1 + CODED_FIELDS.size + TABLE_ITEM_BYTES * table_length + mask_bytes_estimate(numel, n_kept)
+            + codes_bytes_estimate(np.asarray(level_counts)))
 
 
 def _no_layer_cost(entry: Entry) -> LayerSize:
     return LayerSize(entry.name, entry.numel, entry.numel, 0, "", LayerCost("dense", 0, 0, 0, 0, 0, 0))
 
 
-def _planned_layer_size(entry: Entry, plan: Plan, gap_fields: Callable[[str, int], list[int]]) -> LayerSize:
-    setting = plan.layers[entry.name]
-    n_kept = kept_count(entry.numel, setting.sparsity)
-    fields = gap_fields(entry.name, n_kept) if n_kept < entry.numel else None
-    n_levels = n_levels_for(setting, n_kept)
-    table_len = get_quantizer(setting.quantizer).table_length(n_levels, entry.out_channels)
-    cost = layer_cost(entry.numel, n_kept, n_levels, table_len, fields)
-    return LayerSize(entry.name, entry.numel, n_kept, setting.bits, setting.quantizer, cost)
+def size_of_quantized(
+    model: nn.Module, quantized: dict[str, QuantizedWeight], *, model_spec: str, version: int = FORMAT_VERSION
+) -> SizeReport:
+    """The same report computed from codes already made (what the writer writes), in format ``version``."""
+    return _report(model, set(quantized), model_spec, lambda entry: quantized_layer_size(entry, quantized[entry.name], version=version))
 
 
-def size_of_quantized(model: nn.Module, quantized: dict[str, QuantizedWeight], *, model_spec: str) -> SizeReport:
-    """The same report computed from codes already made (what the writer writes)."""
-    return _report(model, set(quantized), model_spec, lambda entry: quantized_layer_size(entry, quantized[entry.name]))
-
-
-def quantized_layer_size(entry: Entry, quantized: QuantizedWeight) -> LayerSize:
+def quantized_layer_size(entry: Entry, quantized: QuantizedWeight, *, version: int = FORMAT_VERSION) -> LayerSize:
+    if version == 2:
+        return coded_layer(entry, quantized).size
     kept = quantized.codes.reshape(-1) != 0
     n_kept = int(kept.sum())
     fields = gap_field_counts(zero_runs(kept)) if n_kept < entry.numel else None

@@ -47,7 +47,8 @@ class Quantizer(abc.ABC):
       entry may compute it faster than quantizing, but must give the same numbers
       up to float64 rounding. :meth:`sorted_kept_errors` is the optional fast
       path from the kept weights alone, sorted (``None`` where the quantizer needs
-      more than that, e.g. the channel of each weight).
+      more than that, e.g. the channel of each weight). :meth:`sorted_kept_counts` is the same
+      kind of fast path for the level counts the file's entropy coder sees.
 
     Entries are stateless: one instance serves every layer.
     """
@@ -86,6 +87,12 @@ class Quantizer(abc.ABC):
     def sorted_kept_errors(self, ordered: torch.Tensor, bits_choices: Sequence[int]) -> list[float] | None:
         """The kept weights' squared errors at each of ``bits_choices`` from those weights alone, sorted
         ascending (1-D); ``None`` when this quantizer cannot tell from them (the default)."""
+        return None
+
+    def sorted_kept_counts(self, ordered: torch.Tensor, bits: int) -> torch.Tensor | None:
+        """How many kept weights each level gets at ``bits`` (int64, ``n_levels`` long), from the kept
+        weights alone, sorted ascending; ``None`` when this quantizer cannot tell from them (the default).
+        The entropy-coded file's size depends on these counts, so planners price a layer with them."""
         return None
 
     def next_init(self, table: torch.Tensor) -> torch.Tensor | None:

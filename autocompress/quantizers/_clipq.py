@@ -40,6 +40,18 @@ class ClipQQuantizer(Quantizer):
         dropped = float(weight[~mask].double().pow(2).sum())
         return [dropped + error for error in self.sorted_kept_errors(torch.sort(weight[mask]).values, bits_choices)]
 
+    def sorted_kept_counts(self, ordered: torch.Tensor, bits: int) -> torch.Tensor:
+        """The intervals' counts: runs of the sorted kept weights between the edges (as ``quantize`` buckets them)."""
+        return torch.diff(self._interval_ends(ordered, self.n_levels(bits, ordered.numel())))
+
+    @staticmethod
+    def _interval_ends(ordered: torch.Tensor, n_levels: int) -> torch.Tensor:
+        """Where each interval's run of ``ordered`` ends (``n_levels + 1`` positions, from 0 to its length)."""
+        low, high = ordered[0], ordered[-1]
+        edges = torch.linspace(0.0, 1.0, n_levels + 1, device=ordered.device) * (high - low) + low
+        inner = torch.searchsorted(ordered, edges[1:-1], right=True)  # as bucketize puts a value on an edge
+        return torch.cat([inner.new_zeros(1), inner, inner.new_full((1,), ordered.numel())])
+
     def sorted_kept_errors(self, ordered: torch.Tensor, bits_choices: Sequence[int]) -> list[float]:
         """The kept weights' squared errors from the kept weights alone, sorted ascending: the intervals are
         runs of them, and each one's error follows from prefix sums of the values and of their squares."""
@@ -53,8 +65,7 @@ class ClipQQuantizer(Quantizer):
         for bits in bits_choices:
             n_levels = self.n_levels(bits, n_kept)
             edges = torch.linspace(0.0, 1.0, n_levels + 1, device=ordered.device) * (high - low) + low
-            inner = torch.searchsorted(ordered, edges[1:-1], right=True)  # as bucketize puts a value on an edge
-            ends = torch.cat([inner.new_zeros(1), inner, inner.new_full((1,), n_kept)])
+            ends = self._interval_ends(ordered, n_levels)
             counts = (ends[1:] - ends[:-1]).double()
             interval_sums = sums[ends[1:]] - sums[ends[:-1]]
             interval_squares = squares[ends[1:]] - squares[ends[:-1]]

@@ -39,6 +39,8 @@ class Strategy(ABC):
     training_phase: ClassVar[str | None] = None  # the setting holding the epochs of a phase before the hard fine-tune
     scopes: ClassVar[tuple[str, ...]] = ()  # the groups of settings it reads besides the common ones (``SCOPES``)
     offered_by_search: ClassVar[bool] = True  # ``search --mode`` runs it; False: a baseline of ``compare`` only
+    sweeps_targets: ClassVar[bool] = False  # reads ``targets``: one run per target of a sweep
+    runs_side_by_side: ClassVar[bool] = False  # its trials can run in worker processes (``n_jobs``, ``worker``)
 
     @abstractmethod
     def run(self, context: SearchContext) -> SearchOutcome:

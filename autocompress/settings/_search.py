@@ -32,6 +32,7 @@ from autocompress.settings.options import (
     SettingError,
     apply_readers,
     choice,
+    default_of,
     duration,
     existing_file,
     folder,
@@ -217,12 +218,12 @@ class SearchSettings:
 
     @property
     def resolved_study_name(self) -> str:
-        """``study_name``, else ``MODEL-TARGETB`` for the BO mode and ``MODEL-TARGET(S)B-MODE`` for the others."""
+        """``study_name``, else ``MODEL-TARGETB`` for the default mode (bo) and ``MODEL-TARGET(S)B-MODE`` for the others."""
         if self.study_name:
             return self.study_name
         model = self.model.replace(":", "_").replace(".", "_").replace("/", "_")
         sweep = "-".join(f"{target}B" for target in self.resolved_targets)
-        return f"{model}-{sweep}" if self.mode == "bo" else f"{model}-{sweep}-{self.mode}"
+        return f"{model}-{sweep}" if self.mode == default_of(SearchSettings, "mode") else f"{model}-{sweep}-{self.mode}"
 
     @property
     def study_dir(self) -> Path:

@@ -36,6 +36,7 @@ REPORT_IMAGES = 1000  # validation images behind each projection's reported accu
 class AdmmStrategy(Strategy):
     name = "admm"
     scopes = ("admm",)
+    sweeps_targets = True
     summary = "per-layer allocation learned under the size constraint by ADMM (Yang et al. 2020), then fine-tuned hard"
     training_phase = "admm_epochs"  # compare: half the budget here, half for the hard fine-tune
     hyperparameters = ("target size", "ADMM epochs", "projections per epoch", "rho start", "rho end", "final epochs",

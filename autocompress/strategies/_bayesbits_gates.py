@@ -20,10 +20,12 @@ off the same hard gates.
 
 **Expected bytes.** With ``p_k = P(z_k > 0)`` the layer stores ``b_k`` bits with probability
 ``p_1 ... p_k (1 - p_{k+1})`` and keeps ``fan_in * sum_c P(z_0c > 0)`` weights in expectation.
-:class:`ExpectedBytes` prices each width with the packed format's own cost (``layer_cost``): a dense
-layer's codes, or the kept weights' codes plus the index of the current hard plan's zeros. Where the
-gates are hard this is the exact size of the file (the test compares it with the accountant);
-in between it is a smooth estimate, differentiable in every ``log_alpha``.
+:class:`ExpectedBytes` prices each width with the packed file's own bytes: at every refresh, the exact
+bytes of each layer's entry at each width of the ladder for the current hard plan's zeros (its mask and
+codes entropy-coded, as the file stores them), and around that kept count the slope of the coded size in
+the kept weights (a mask bit's information plus a code's, both from the same layer). Where the gates are
+hard this is the exact size of the file (the test compares it with the accountant); in between it is a
+smooth estimate, differentiable in every ``log_alpha``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from torch.nn.utils import parametrize
 
 from autocompress.allocation import SearchSpace
 from autocompress.compress import compressible_layers, full_precision_weight, kept_count, magnitude_mask
-from autocompress.pack import SizeAccountant, bit_width, gap_field_counts, layer_cost, sparse_index_bytes, zero_runs
+from autocompress.pack import SizeAccountant
 from autocompress.plan import LayerSetting, Plan
 from autocompress.quantizers import get_quantizer
 
@@ -212,10 +214,10 @@ class ExpectedBytes:
     """The packed file's expected size under the gates, in bytes (a differentiable tensor).
 
     Everything but the gated layers (header, batch norms, biases) is counted once by the accountant.
-    Each gated layer's cost at width ``b`` is the format's: the cheaper of its dense codes and of the kept
-    weights' codes plus the sparse index that the current hard plan's zeros need (bitmap or gap, as
-    ``layer_cost`` chooses). :meth:`refresh` re-reads the hard plan (its zeros and exact bytes); call it
-    every few steps while training. At a hard gate configuration the value is the accountant's size.
+    Each gated layer's cost at width ``b`` is its exact entry bytes at the hard plan's kept count (coded
+    as the file codes it), moved along the slope of the coded size in the kept count. :meth:`refresh`
+    re-reads the hard plan (its zeros and exact bytes); call it every few steps while training. At a hard
+    gate configuration the value is the accountant's size.
     """
 
     def __init__(self, model: nn.Module, gated: dict[str, GatedWeight], space: SearchSpace, *, model_spec: str,
@@ -230,7 +232,7 @@ class ExpectedBytes:
         self._shadow_weights = {name: full_precision_weight(module) for name, module in compressible_layers(self._shadow).items()}
         self._sizes = SizeAccountant(self._shadow, model_spec=model_spec)
         self.other_bytes = self._sizes.other_bytes(list(gated))
-        self._index: dict[str, int | None] = {}
+        self._widths: dict[str, list[_WidthCost]] = {}  # per gated layer, one per width of its ladder
         self.hard: GatePlan | None = None
         self.hard_bytes = 0
         self.refresh()
@@ -242,7 +244,8 @@ class ExpectedBytes:
             for name, mask in hard.masks.items():
                 self._shadow_weights[name].copy_(full_precision_weight(self._modules[name]).detach() * mask)
         for name, mask in hard.masks.items():
-            self._index[name] = _sparse_index_bytes(mask)
+            self._widths[name] = [self._width_cost(name, int(mask.sum()), hard.plan.layers[name].sparsity, bits)
+                                  for bits in self.gated[name].ladder]
         self.hard = hard
         self.hard_bytes = self._sizes.total(hard.plan)
         return hard
@@ -256,7 +259,7 @@ class ExpectedBytes:
     def layer(self, name: str, gate: GatedWeight) -> Tensor:
         """The expected bytes of one gated layer's entry."""
         weight = full_precision_weight(self._modules[name])
-        numel, out_channels = weight.numel(), weight.shape[0]
+        numel = weight.numel()
         bit_probability = width_probabilities(open_probability(gate.bit_log_alpha))
         if gate.channel_log_alpha is None:
             kept = torch.tensor(float(numel), device=bit_probability.device)
@@ -267,11 +270,21 @@ class ExpectedBytes:
         least_kept = max(1, groups - math.floor(self.space.sparsity_max * groups + 1e-9)) * (numel // groups)
         most_kept = numel - round(self.space.sparsity_min * numel)
         kept = kept.clamp(min=float(min(least_kept, most_kept)), max=float(most_kept))
-        index = self._index[name]
         expected = torch.zeros((), device=bit_probability.device)
-        for probability, bits in zip(bit_probability, gate.ladder, strict=True):
-            expected = expected + probability * _width_cost(numel, out_channels, bits, kept, index)
+        for probability, width in zip(bit_probability, self._widths[name], strict=True):
+            expected = expected + probability * width.at(kept)
         return expected
+
+    def _width_cost(self, name: str, n_kept: int, sparsity: float, bits: int) -> _WidthCost:
+        """One width's exact bytes at the hard plan's ``n_kept``, and their slope in the kept count."""
+        numel = full_precision_weight(self._modules[name]).numel()
+        size = self._sizes.layer_size(name, LayerSetting(sparsity, bits, QUANTIZER))
+        exact = size.cost.total
+        if n_kept >= numel:
+            return _WidthCost(float(exact), float(numel), 0.0)  # nothing pruned: no mask; the hard plan keeps all
+        codes_bits = 8 * size.cost.values
+        mask_bit = math.log2((numel - n_kept) / n_kept)  # d/dk of n H(k/n): one more kept weight's mask information
+        return _WidthCost(float(exact), float(n_kept), (mask_bit + codes_bits / n_kept) / 8)
 
 
 def width_probabilities(open_probabilities: Tensor) -> Tensor:
@@ -281,23 +294,14 @@ def width_probabilities(open_probabilities: Tensor) -> Tensor:
     return reach * stop
 
 
-def _width_cost(numel: int, out_channels: int, bits: int, kept: Tensor, sparse_index: int | None) -> Tensor:
-    """One layer's bytes at ``bits`` with ``kept`` weights (real-valued): the format's dense cost, or the
-    kept codes plus ``sparse_index`` bytes, whichever is less (dense only while the hard plan keeps all)."""
-    quantizer = get_quantizer(QUANTIZER)
-    n_levels = quantizer.n_levels(bits, numel)
-    fixed = layer_cost(numel, numel, n_levels, quantizer.table_length(n_levels, out_channels), None)
-    dense = torch.tensor(float(fixed.total), device=kept.device)
-    if sparse_index is None:
-        return dense
-    codes = kept * bit_width(n_levels) / 8
-    whole = torch.ceil(codes - 1e-4)  # at a hard plan codes is a multiple of 1/8 up to float error
-    codes = codes + (whole - codes).detach()  # whole bytes, as the file; the slope of the real number
-    return torch.minimum(dense, fixed.codebook + fixed.overhead + sparse_index + codes)
+@dataclass(frozen=True)
+class _WidthCost:
+    """A layer's bytes at one width: ``exact`` at ``kept`` weights, changing by ``slope`` a weight around it."""
 
+    exact: float
+    kept: float
+    slope: float
 
-def _sparse_index_bytes(mask: Tensor) -> int | None:
-    """Bytes of the cheapest sparse index for the zeros of ``mask``; None when nothing is pruned (dense only)."""
-    if bool(mask.all()):
-        return None
-    return sparse_index_bytes(mask.numel(), gap_field_counts(zero_runs(mask.reshape(-1))))
+    def at(self, kept: Tensor) -> Tensor:
+        """The bytes at a real-valued kept count: exact where it is the hard plan's, linear around it."""
+        return self.exact + self.slope * (kept - self.kept)

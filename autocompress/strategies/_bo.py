@@ -46,6 +46,7 @@ from autocompress.units import format_size
 class BoStrategy(Strategy):
     name = "bo"
     scopes = ("bo",)
+    runs_side_by_side = True
     summary = "per-layer sparsity and bits by Bayesian optimisation (an Optuna study), in-parallel pruning-quantization (CLIP-Q)"
     hyperparameters: ClassVar[tuple[str, ...]] = ("target size", "trials", "epochs per trial", "final epochs", "learning rate",
                                                   "sampler", "pruner", "max sparsity", "min bits", "max bits")
@@ -119,6 +120,7 @@ class RandomStrategy(BoStrategy):
 
     name = "random"
     summary = "per-layer sparsity and bits by random search (the BO study's trials, no model, no warm starts)"
+    runs_side_by_side = False  # one process: the baseline is timed as a user runs it
     hyperparameters = ("target size", "trials", "epochs per trial", "final epochs", "learning rate", "max sparsity",
                        "min bits", "max bits")
 

@@ -78,13 +78,16 @@ def _check_names(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _mode_rules(settings: SearchSettings) -> list[tuple[tuple[str, ...], str | None]]:
-    """The rules that tie a setting to the mode, and the mode's own (``Strategy.settings_problem``)."""
+    """The rules that tie a setting to what the mode can do, and the mode's own (``Strategy.settings_problem``)."""
+    strategy = get_strategy(settings.mode)
+    sweeping = " or ".join(name for name in strategy_names() if get_strategy(name).sweeps_targets)
+    parallel = " or ".join(name for name in strategy_names() if get_strategy(name).runs_side_by_side)
     return [
-        (("targets", "mode"), None if settings.targets is None or settings.mode == "admm" else
-         "targets (a sweep of targets) needs mode admm; the other modes have one target (target_size)"),
-        (("n_jobs", "worker", "mode"), None if settings.mode == "bo" or (settings.n_jobs == 1 and not settings.worker) else
-         f"n_jobs and worker apply to mode bo, where trials can run side by side; mode {settings.mode} runs in one process"),
-        get_strategy(settings.mode).settings_problem(settings) or ((), None),
+        (("targets", "mode"), None if settings.targets is None or strategy.sweeps_targets else
+         f"targets (a sweep of targets) needs mode {sweeping}; the other modes have one target (target_size)"),
+        (("n_jobs", "worker", "mode"), None if strategy.runs_side_by_side or (settings.n_jobs == 1 and not settings.worker) else
+         f"n_jobs and worker apply to mode {parallel}, where trials can run side by side; mode {settings.mode} runs in one process"),
+        strategy.settings_problem(settings) or ((), None),
     ]
 
 
