@@ -57,7 +57,8 @@ def run_arm(args: argparse.Namespace, arm: str, preset: Path, seed: int) -> dict
         args.output_root.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if arm == "old" and args.old_commit:
-            env["PYTHONPATH"] = str(old_checkout(args))
+            # PYTHONSAFEPATH: `python -m` would otherwise put the working directory (this checkout) ahead of PYTHONPATH
+            env.update(PYTHONPATH=str(old_checkout(args)), PYTHONSAFEPATH="1")
         started = time.perf_counter()
         with open(log, "w") as stream:
             done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env, check=False)

@@ -47,7 +47,8 @@ def run_once(label: str, checkout: Path, args: argparse.Namespace, round_number:
                "--output-root", str(args.output_root)]
     if args.data_dir:
         command += ["--data-dir", str(args.data_dir)]
-    env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
+    # PYTHONSAFEPATH: `python -m` would otherwise put the working directory (this checkout) ahead of PYTHONPATH
+    env = {**os.environ, "PYTHONPATH": str(checkout.resolve()), "PYTHONSAFEPATH": "1"}
     started = time.perf_counter()
     with open(args.output_root / f"{name}.log", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
