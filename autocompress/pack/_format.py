@@ -67,8 +67,10 @@ from autocompress.pack._size import (
     MAGIC,
     PREFIX,
     SUFFIX,
+    CodedLayer,
     SizeReport,
     coded_layer,
+    coded_report,
     quantized_layer_size,
     size_of_quantized,
 )
@@ -120,17 +122,20 @@ def write_packed(
     ``version`` 1 writes the first format (fixed-width codes), for writing an old file back as it was."""
     if version not in FORMAT_VERSIONS:
         raise ValueError(f"packed format version {version} is not one of {FORMAT_VERSIONS}")
-    report = size_of_quantized(model, quantized, model_spec=model_spec, version=version)
+    entries = model_entries(model, set(quantized))
+    coded = {entry.name: coded_layer(entry, quantized[entry.name]) for entry in entries if entry.kind == KIND_CODES and version == 2}
+    report = coded_report(model, coded, model_spec=model_spec) if version == 2 else size_of_quantized(
+        model, quantized, model_spec=model_spec, version=version)
     body = io.BytesIO()
     spec = model_spec.encode()
-    entries = model_entries(model, set(quantized))
     state = dict(canonical_state(model))
     modules = dict(model.named_modules())
     body.write(PREFIX.pack(MAGIC, version, len(spec)) + spec)
     body.write(SUFFIX.pack(num_classes, model_fingerprint(model), len(entries)))
     for entry in entries:
         if entry.kind == KIND_CODES:
-            body.write(_codes_entry(entry, quantized[entry.name]) if version == 1 else _coded_entry(entry, quantized[entry.name]))
+            layer = quantized[entry.name]
+            body.write(_codes_entry(entry, layer) if version == 1 else _coded_entry(layer, coded[entry.name]))
         elif entry.kind == KIND_BATCHNORM:
             body.write(_batchnorm_entry(cast(_BatchNorm, modules[entry.name])))  # model_entries: foldable batch norms only
         else:
@@ -180,9 +185,8 @@ def read_packed(path: str | Path) -> PackedModel:
     )
 
 
-def _coded_entry(entry: Entry, quantized: QuantizedWeight) -> bytes:
+def _coded_entry(quantized: QuantizedWeight, coded: CodedLayer) -> bytes:
     """A format-2 codes entry: header, tables, then the coded mask and codes."""
-    coded = coded_layer(entry, quantized)
     streams = coded.streams
     header = CODED_FIELDS.pack(
         get_quantizer(quantized.quantizer).file_id,

@@ -219,6 +219,11 @@ def size_of_quantized(
     return _report(model, set(quantized), model_spec, lambda entry: quantized_layer_size(entry, quantized[entry.name], version=version))
 
 
+def coded_report(model: nn.Module, coded: dict[str, CodedLayer], *, model_spec: str) -> SizeReport:
+    """The format-2 report of layers already coded (the writer codes each layer once, for its size and its bytes)."""
+    return _report(model, set(coded), model_spec, lambda entry: coded[entry.name].size)
+
+
 def quantized_layer_size(entry: Entry, quantized: QuantizedWeight, *, version: int = FORMAT_VERSION) -> LayerSize:
     if version == 2:
         return coded_layer(entry, quantized).size
